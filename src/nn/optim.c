@@ -1,0 +1,279 @@
+/* Optimizers: SGD (momentum, Nesterov), Adam and AdamW, with PyTorch's
+ * update rules so that hyper-parameters carry over from published recipes.
+ *
+ * Gradient clipping happens on the fly: the optimizer never rewrites the
+ * caller's gradients, it folds the global-norm scale and the value clamp
+ * into the effective gradient it reads. Norm clipping is applied first, then
+ * the value clamp, then L2 weight decay (SGD/Adam) is added to the result.
+ *
+ * Per-param state (momentum buffer, Adam moments, step count) is created
+ * lazily on the first step that sees a param and found again by the param's
+ * address, which is stable for a model's lifetime. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layer.h"
+
+/* Below this many elements a parallel loop costs more than it saves. */
+#define PAR_MIN 65536
+
+typedef struct opt_state {
+  const nic_param *key;
+  int64_t numel;
+  int64_t step; /* Adam: updates applied to this param, for bias correction */
+  float *m;     /* SGD momentum buffer or Adam first moment */
+  float *v;     /* Adam second moment */
+} opt_state;
+
+struct nic_optimizer {
+  nic_opt_config cfg;
+  opt_state *st;
+  int nst, cap;
+};
+
+nic_opt_config nic_opt_default(nic_opt_kind kind, float lr) {
+  nic_opt_config c;
+  memset(&c, 0, sizeof c);
+  c.kind = kind;
+  c.lr = lr;
+  c.momentum = kind == NIC_OPT_SGD ? 0.9f : 0.0f;
+  c.beta1 = 0.9f;
+  c.beta2 = 0.999f;
+  c.eps = 1e-8f;
+  return c;
+}
+
+/* A float option that must be finite and lie in [lo, hi] (hi_open: [lo, hi)). */
+static nic_status check_range(float v, const char *name, double lo, double hi, int hi_open,
+                              nic_error *err) {
+  int ok = v >= lo && (hi_open ? v < hi : v <= hi) && isfinite(v);
+  if (ok) return NIC_OK;
+  return nic_err(err, NIC_EINVAL, "optimizer: %s = %g must be in [%g, %g%s", name, (double)v, lo,
+                 hi, hi_open ? ")" : "]");
+}
+
+static nic_status check_config(const nic_opt_config *c, nic_error *err) {
+  nic_status s;
+  if (c->kind != NIC_OPT_SGD && c->kind != NIC_OPT_ADAM && c->kind != NIC_OPT_ADAMW)
+    return nic_err(err, NIC_EINVAL, "optimizer: unknown kind %d", (int)c->kind);
+  if ((s = check_range(c->lr, "lr", 0, HUGE_VAL, 0, err)) != NIC_OK) return s;
+  if ((s = check_range(c->weight_decay, "weight_decay", 0, HUGE_VAL, 0, err)) != NIC_OK) return s;
+  if ((s = check_range(c->clip_norm, "clip_norm", 0, HUGE_VAL, 0, err)) != NIC_OK) return s;
+  if ((s = check_range(c->clip_value, "clip_value", 0, HUGE_VAL, 0, err)) != NIC_OK) return s;
+  if (c->kind == NIC_OPT_SGD) {
+    if ((s = check_range(c->momentum, "momentum", 0, 1, 1, err)) != NIC_OK) return s;
+    if (c->nesterov && c->momentum <= 0)
+      return nic_err(err, NIC_EINVAL, "optimizer: Nesterov momentum needs momentum > 0");
+    return NIC_OK;
+  }
+  if ((s = check_range(c->beta1, "beta1", 0, 1, 1, err)) != NIC_OK) return s;
+  if ((s = check_range(c->beta2, "beta2", 0, 1, 1, err)) != NIC_OK) return s;
+  if (!(c->eps > 0) || isinf(c->eps))
+    return nic_err(err, NIC_EINVAL, "optimizer: eps = %g must be finite and > 0", (double)c->eps);
+  return NIC_OK;
+}
+
+nic_status nic_optimizer_create(nic_optimizer **out, const nic_opt_config *cfg, nic_error *err) {
+  if (!out || !cfg) return nic_err(err, NIC_EINVAL, "optimizer: NULL argument");
+  *out = NULL;
+  nic_status s = check_config(cfg, err);
+  if (s != NIC_OK) return s;
+  nic_optimizer *o = calloc(1, sizeof *o);
+  if (!o) return nic_err(err, NIC_ENOMEM, "optimizer: out of memory");
+  o->cfg = *cfg;
+  *out = o;
+  return NIC_OK;
+}
+
+void nic_optimizer_free(nic_optimizer *o) {
+  if (!o) return;
+  for (int i = 0; i < o->nst; i++) {
+    free(o->st[i].m);
+    free(o->st[i].v);
+  }
+  free(o->st);
+  free(o);
+}
+
+void nic_optimizer_set_lr(nic_optimizer *o, float lr) { o->cfg.lr = lr; }
+float nic_optimizer_lr(const nic_optimizer *o) { return o->cfg.lr; }
+
+/* ---- per-param state ----------------------------------------------------- */
+
+/* Finds the state of p, trying slot `hint` first: params come in the same
+ * order every step, so the hint almost always hits and lookup stays O(1). */
+static opt_state *find_state(nic_optimizer *o, const nic_param *p, int hint) {
+  if (hint < o->nst && o->st[hint].key == p) return &o->st[hint];
+  for (int i = 0; i < o->nst; i++)
+    if (o->st[i].key == p) return &o->st[i];
+  return NULL;
+}
+
+/* Zeroed buffers, as many as the optimizer kind needs. */
+static nic_status new_state(nic_optimizer *o, const nic_param *p, int64_t numel, opt_state **out,
+                            nic_error *err) {
+  if (o->nst == o->cap) {
+    int cap = o->cap ? 2 * o->cap : 16;
+    opt_state *st = realloc(o->st, (size_t)cap * sizeof *st);
+    if (!st) return nic_err(err, NIC_ENOMEM, "optimizer: out of memory");
+    o->st = st;
+    o->cap = cap;
+  }
+  opt_state s = {p, numel, 0, NULL, NULL};
+  int need_m = o->cfg.kind != NIC_OPT_SGD || o->cfg.momentum > 0;
+  int need_v = o->cfg.kind != NIC_OPT_SGD;
+  size_t n = (size_t)(numel > 0 ? numel : 1);
+  if (need_m) s.m = calloc(n, sizeof(float));
+  if (need_v) s.v = calloc(n, sizeof(float));
+  if ((need_m && !s.m) || (need_v && !s.v)) {
+    free(s.m);
+    free(s.v);
+    return nic_err(err, NIC_ENOMEM, "optimizer: out of memory for the state of '%s'", p->name);
+  }
+  o->st[o->nst] = s;
+  *out = &o->st[o->nst++];
+  return NIC_OK;
+}
+
+static nic_status get_state(nic_optimizer *o, const nic_param *p, int hint, opt_state **out,
+                            nic_error *err) {
+  int64_t numel = nic_tensor_numel(&p->value);
+  opt_state *s = find_state(o, p, hint);
+  if (!s) return new_state(o, p, numel, out, err);
+  if (s->numel != numel)
+    return nic_err(err, NIC_EINVAL, "optimizer: param '%s' changed size from %lld to %lld",
+                   p->name, (long long)s->numel, (long long)numel);
+  *out = s;
+  return NIC_OK;
+}
+
+/* ---- gradient norm and clipping ----------------------------------------- */
+
+/* A trainable param must have a plain value and a plain grad of its shape. */
+static nic_status check_param(const nic_param *p, nic_error *err) {
+  if (!p->grad.data || !nic_tensor_same_shape(&p->value, &p->grad))
+    return nic_err(err, NIC_EINVAL, "optimizer: trainable param '%s' has no gradient of its shape",
+                   p->name);
+  if (p->value.layout || p->grad.layout)
+    return nic_err(err, NIC_EINVAL, "optimizer: param '%s' is not in plain layout", p->name);
+  return NIC_OK;
+}
+
+static double sum_squares(const float *g, int64_t n) {
+  double acc = 0;
+#pragma omp parallel for simd reduction(+ : acc) if (n >= PAR_MIN)
+  for (int64_t i = 0; i < n; i++) acc += (double)g[i] * g[i];
+  return acc;
+}
+
+/* Global L2 norm of every trainable gradient, in double. */
+static nic_status global_norm(nic_param **params, int count, double *norm, nic_error *err) {
+  double acc = 0;
+  for (int i = 0; i < count; i++) {
+    const nic_param *p = params[i];
+    if (!p || !p->trainable) continue;
+    nic_status s = check_param(p, err);
+    if (s != NIC_OK) return s;
+    acc += sum_squares(p->grad.data, nic_tensor_numel(&p->grad));
+  }
+  *norm = sqrt(acc);
+  return NIC_OK;
+}
+
+/* How each raw gradient element becomes the one the update uses. */
+typedef struct grad_xform {
+  float scale; /* global-norm clipping (1 = none) */
+  float clip;  /* value clamp (0 = none) */
+  float l2;    /* L2 weight decay added to the gradient (0 = none) */
+} grad_xform;
+
+static inline float eff_grad(const grad_xform *x, float g, float p) {
+  g *= x->scale;
+  if (x->clip > 0) g = g > x->clip ? x->clip : (g < -x->clip ? -x->clip : g);
+  return g + x->l2 * p;
+}
+
+/* ---- update rules -------------------------------------------------------- */
+
+/* PyTorch SGD: buf = momentum*buf + g; step along g + momentum*buf (Nesterov)
+ * or buf. A zero-initialised buf makes the first step buf = g, as PyTorch. */
+static void sgd_update(const nic_opt_config *c, const grad_xform *x, float *w, const float *g,
+                       float *buf, int64_t n) {
+  float lr = c->lr, mu = c->momentum;
+  int nesterov = c->nesterov;
+#pragma omp parallel for simd if (n >= PAR_MIN)
+  for (int64_t i = 0; i < n; i++) {
+    float d = eff_grad(x, g[i], w[i]);
+    if (buf) {
+      buf[i] = mu * buf[i] + d;
+      d = nesterov ? d + mu * buf[i] : buf[i];
+    }
+    w[i] -= lr * d;
+  }
+}
+
+/* PyTorch Adam/AdamW with bias correction:
+ *   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+ *   w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ * AdamW first shrinks w by (1 - lr*wd), independent of the gradient. */
+static void adam_update(const nic_opt_config *c, const grad_xform *x, float *w, const float *g,
+                        opt_state *s, int64_t n) {
+  s->step++;
+  double t = (double)s->step;
+  float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+  float step_size = (float)(c->lr / (1 - pow(b1, t)));
+  float bc2_sqrt = (float)sqrt(1 - pow(b2, t));
+  float decay = c->kind == NIC_OPT_ADAMW ? 1 - c->lr * c->weight_decay : 1;
+  float *m = s->m, *v = s->v;
+#pragma omp parallel for simd if (n >= PAR_MIN)
+  for (int64_t i = 0; i < n; i++) {
+    float d = eff_grad(x, g[i], w[i]);
+    m[i] = b1 * m[i] + (1 - b1) * d;
+    v[i] = b2 * v[i] + (1 - b2) * d * d;
+    w[i] = w[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+  }
+}
+
+/* ---- steps --------------------------------------------------------------- */
+
+nic_status nic_optimizer_step_params(nic_optimizer *o, nic_param **params, int count,
+                                     float *grad_norm, nic_error *err) {
+  if (!o || (count > 0 && !params)) return nic_err(err, NIC_EINVAL, "optimizer: NULL argument");
+  double norm = 0;
+  nic_status s = global_norm(params, count, &norm, err);
+  if (s != NIC_OK) return s;
+  if (grad_norm) *grad_norm = (float)norm;
+  /* A NaN/inf gradient would poison every weight it touches: refuse the step
+   * and leave the params as they were, so that the caller can skip the batch. */
+  if (!isfinite(norm))
+    return nic_err(err, NIC_EINVAL, "optimizer: gradient norm is %g; step skipped", norm);
+
+  const nic_opt_config *c = &o->cfg;
+  grad_xform x = {1.0f, c->clip_value, c->kind == NIC_OPT_ADAMW ? 0.0f : c->weight_decay};
+  /* PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1. */
+  if (c->clip_norm > 0 && norm > c->clip_norm) x.scale = (float)(c->clip_norm / (norm + 1e-6));
+
+  for (int i = 0; i < count; i++) {
+    nic_param *p = params[i];
+    if (!p || !p->trainable) continue;
+    opt_state *st = NULL;
+    if ((s = get_state(o, p, i, &st, err)) != NIC_OK) return s;
+    int64_t n = nic_tensor_numel(&p->value);
+    if (c->kind == NIC_OPT_SGD)
+      sgd_update(c, &x, p->value.data, p->grad.data, st->m, n);
+    else
+      adam_update(c, &x, p->value.data, p->grad.data, st, n);
+  }
+  return NIC_OK;
+}
+
+nic_status nic_optimizer_step(nic_optimizer *o, nic_model *m, float *grad_norm, nic_error *err) {
+  if (!o || !m) return nic_err(err, NIC_EINVAL, "optimizer: NULL argument");
+  if (m->inference_only)
+    return nic_err(err, NIC_EINVAL,
+                   "optimizer: the model was rewritten for inference and cannot be trained");
+  int count = 0;
+  nic_param **params = nic_model_params(m, &count);
+  return nic_optimizer_step_params(o, params, count, grad_norm, err);
+}
