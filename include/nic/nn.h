@@ -124,6 +124,9 @@ int nic_model_node_input(const nic_model *m, int k, int which);
 nic_param **nic_model_params(nic_model *m, int *count);
 nic_param *nic_model_param(nic_model *m, const char *name);
 int64_t nic_model_num_trainable(const nic_model *m); /* number of trainable scalars */
+/* Forward floating-point operations per sample (2 per multiply-add),
+ * counting conv and dense layers. */
+int64_t nic_model_flops(const nic_model *m);
 
 /* Deterministic initialisation from the context's random stream:
  * He-normal for conv/dense weights, zero biases, BN gamma 1 / beta 0. */

@@ -60,5 +60,7 @@ int nic_act_from_name(const char *s); /* -1 if unknown */
 
 /* Releases backend state of every layer (e.g. before changing params' shapes). */
 void nic_model_release_backend(struct nic_model *m);
+/* Frees the per-batch activation/gradient buffers (after graph edits). */
+void nic_model_reset_runtime(struct nic_model *m);
 
 #endif

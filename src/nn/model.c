@@ -39,7 +39,7 @@ void nic_model_release_backend(nic_model *m) {
   }
 }
 
-static void free_runtime(nic_model *m) {
+void nic_model_reset_runtime(nic_model *m) {
   if (m->outs)
     for (int k = 0; k <= m->nnodes; k++) nic_tensor_free(&m->outs[k]);
   if (m->douts)
@@ -52,7 +52,7 @@ static void free_runtime(nic_model *m) {
 void nic_model_free(nic_model *m) {
   if (!m) return;
   nic_model_release_backend(m);
-  free_runtime(m);
+  nic_model_reset_runtime(m);
   for (int k = 0; k < m->nnodes; k++) free(m->layers[k]);
   free(m->layers);
   for (int i = 0; i < m->nparams; i++) {
@@ -291,7 +291,7 @@ int nic_model_add(nic_model *m, nic_layer_spec spec, int in, int in2, nic_error 
     free(l); /* params already created stay owned by the model, harmlessly */
     return -1;
   }
-  free_runtime(m); /* node count changed */
+  nic_model_reset_runtime(m); /* node count changed */
   m->layers[m->nnodes++] = l;
   return m->nnodes;
 }
@@ -344,6 +344,18 @@ int64_t nic_model_num_trainable(const nic_model *m) {
   return n;
 }
 
+int64_t nic_model_flops(const nic_model *m) {
+  int64_t f = 0;
+  for (int k = 0; k < m->nnodes; k++) {
+    const nic_layer *l = m->layers[k];
+    if (!l->weight) continue;
+    int64_t per_out = nic_tensor_numel(&l->weight->value); /* MACs per output pixel, all filters */
+    int64_t pix = l->out_ndim == 4 ? l->out_shape[2] * l->out_shape[3] : 1;
+    f += 2 * per_out * pix;
+  }
+  return f;
+}
+
 nic_status nic_model_init_params(nic_model *m, nic_ctx *ctx, nic_error *err) {
   nic_rng *r = nic_ctx_rng(ctx);
   for (int k = 0; k < m->nnodes; k++) {
@@ -372,7 +384,7 @@ static nic_status ensure_runtime(nic_model *m, nic_ctx *ctx, nic_error *err) {
     m->outs = calloc((size_t)m->nnodes + 1, sizeof *m->outs);
     m->douts = calloc((size_t)m->nnodes + 1, sizeof *m->douts);
     if (!m->outs || !m->douts) {
-      free_runtime(m);
+      nic_model_reset_runtime(m);
       return nic_err(err, NIC_ENOMEM, "out of memory");
     }
   }

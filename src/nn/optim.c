@@ -254,11 +254,17 @@ nic_status nic_optimizer_step_params(nic_optimizer *o, nic_param **params, int c
   /* PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1. */
   if (c->clip_norm > 0 && norm > c->clip_norm) x.scale = (float)(c->clip_norm / (norm + 1e-6));
 
-  for (int i = 0; i < count; i++) {
+  /* Resolve every state before touching a weight, so that an error (a param
+   * that changed size) leaves the model unchanged rather than half-stepped. */
+  opt_state *st = NULL;
+  for (int i = 0, k = 0; i < count; i++)
+    if (params[i] && params[i]->trainable)
+      if ((s = get_state(o, params[i], k++, &st, err)) != NIC_OK) return s;
+
+  for (int i = 0, k = 0; i < count; i++) {
     nic_param *p = params[i];
     if (!p || !p->trainable) continue;
-    opt_state *st = NULL;
-    if ((s = get_state(o, p, i, &st, err)) != NIC_OK) return s;
+    st = find_state(o, p, k++); /* exists: resolved above */
     int64_t n = nic_tensor_numel(&p->value);
     if (c->kind == NIC_OPT_SGD)
       sgd_update(c, &x, p->value.data, p->grad.data, st->m, n);

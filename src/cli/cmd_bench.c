@@ -1,0 +1,241 @@
+/* nic bench encoder: inference and training throughput of the encoder
+ * architecture on random patches, in the same shape as bench/torch_encoder.py
+ * so the two can be compared in one run (bench/run_encoder_bench.sh). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "nic/encoder.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Nominal FP32 peak of this machine: cores x GHz x FLOP/cycle, where a core
+ * has two FMA pipes of 256 bits (32 FLOP/cycle; AMD runs AVX-512 on them
+ * too) or, on Intel with AVX-512, of 512 bits (64). A reference for how
+ * well the kernels use the CPU, not a measurement. */
+static double fp32_peak_gflops(int threads) {
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  double mhz = 0;
+  char line[512];
+  int avx512 = 0, amd = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    if (!mhz && !strncmp(line, "cpu MHz", 7)) {
+      char *c = strchr(line, ':');
+      if (c) mhz = atof(c + 1);
+    }
+    if (!strncmp(line, "flags", 5) && strstr(line, " avx512f")) avx512 = 1;
+    if (!strncmp(line, "vendor_id", 9) && strstr(line, "AuthenticAMD")) amd = 1;
+  }
+  if (f) fclose(f);
+  return threads * mhz / 1000.0 * (avx512 && !amd ? 64 : 32);
+}
+
+static void fill_random_u8(uint8_t *p, size_t n, uint64_t seed) {
+  nic_rng r;
+  nic_rng_seed(&r, seed);
+  for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(nic_rng_next(&r) >> 56);
+}
+
+static nic_status load_or_build(const char *path, nic_ctx *ctx, nic_model **m, nic_error *err) {
+  if (path) return nic_model_load(m, path, err);
+  nic_status s = nic_encoder_build_nic(m, 128, err);
+  if (s == NIC_OK) s = nic_model_init_params(*m, ctx, err);
+  return s;
+}
+
+static int bench_inference(nic_ctx *ctx, const char *model_path, int batch, double seconds,
+                           double *rate, nic_error *err) {
+  nic_model *m = NULL;
+  nic_tensor x = NIC_TENSOR_INIT;
+  uint8_t *pix = NULL;
+  int ps = 0, rc = -1;
+  if (load_or_build(model_path, ctx, &m, err) != NIC_OK) goto done;
+  if (nic_model_optimize_inference(m, err) != NIC_OK) goto done;
+  ps = nic_model_input_info(m)->patch_size;
+  size_t per = (size_t)ps * ps * 3;
+  pix = malloc(per * (size_t)batch);
+  if (!pix) goto done;
+  fill_random_u8(pix, per * (size_t)batch, 7);
+  const nic_tensor *y = NULL;
+  int start = 1;
+  long done_n = 0;
+  double t0 = 0;
+  for (int it = 0;; it++) {
+    if (it == 2) t0 = now_s(); /* two warm-up batches build the primitives */
+    if (nic_model_prepare_rgb8(m, pix, batch, ps, (int64_t)ps * 3, (int64_t)per, &x, &start,
+                               err) != NIC_OK ||
+        nic_model_forward_from(m, ctx, &x, start, 0, &y, err) != NIC_OK)
+      goto done;
+    if (it >= 2) done_n += batch;
+    if (it >= 3 && now_s() - t0 >= seconds) break;
+  }
+  *rate = done_n / (now_s() - t0);
+  rc = 0;
+done:
+  free(pix);
+  nic_tensor_free(&x);
+  nic_model_free(m);
+  return rc;
+}
+
+/* Encoder + dense classification head, Adam, softmax cross-entropy. */
+static int bench_training(nic_ctx *ctx, const char *model_path, int batch, double seconds,
+                          double *rate, nic_error *err) {
+  nic_model *m = NULL;
+  nic_optimizer *opt = NULL;
+  nic_tensor x = NIC_TENSOR_INIT, g = NIC_TENSOR_INIT;
+  uint8_t *pix = NULL;
+  int *labels = NULL, rc = -1;
+  if (load_or_build(model_path, ctx, &m, err) != NIC_OK) goto done;
+  nic_layer_spec head = nic_spec_dense(2, NIC_ACT_NONE, 0);
+  head.name = "bench_head";
+  if (nic_model_add(m, head, -1, -1, err) < 0) goto done;
+  if (nic_model_init_params(m, ctx, err) != NIC_OK) goto done;
+  nic_opt_config oc = nic_opt_default(NIC_OPT_ADAM, 1e-4f);
+  if (nic_optimizer_create(&opt, &oc, err) != NIC_OK) goto done;
+  int ps = nic_model_input_info(m)->patch_size;
+  size_t per = (size_t)ps * ps * 3;
+  pix = malloc(per * (size_t)batch);
+  labels = malloc(sizeof(int) * (size_t)batch);
+  if (!pix || !labels) goto done;
+  fill_random_u8(pix, per * (size_t)batch, 11);
+  for (int i = 0; i < batch; i++) labels[i] = i & 1;
+  long done_n = 0;
+  double t0 = 0;
+  for (int it = 0;; it++) {
+    if (it == 2) t0 = now_s();
+    const nic_tensor *y = NULL;
+    int start = 1;
+    float loss = 0;
+    if (nic_model_prepare_rgb8(m, pix, batch, ps, (int64_t)ps * 3, (int64_t)per, &x, &start,
+                               err) != NIC_OK ||
+        nic_model_forward_from(m, ctx, &x, start, 1, &y, err) != NIC_OK ||
+        nic_loss_softmax_ce(y, labels, NULL, NULL, &loss, &g, err) != NIC_OK)
+      goto done;
+    nic_model_zero_grad(m);
+    if (nic_model_backward(m, ctx, &g, NULL, err) != NIC_OK ||
+        nic_optimizer_step(opt, m, NULL, err) != NIC_OK)
+      goto done;
+    if (it >= 2) done_n += batch;
+    if (it >= 3 && now_s() - t0 >= seconds) break;
+  }
+  *rate = done_n / (now_s() - t0);
+  rc = 0;
+done:
+  free(pix);
+  free(labels);
+  nic_tensor_free(&x);
+  nic_tensor_free(&g);
+  nic_optimizer_free(opt);
+  nic_model_free(m);
+  return rc;
+}
+
+static void bench_usage(FILE *f) {
+  fprintf(f,
+          "usage: nic bench encoder [options]\n\n"
+          "Measures the patch encoder's throughput on random 8-bit RGB patches:\n"
+          "inference (BN folded, eval mode) and training (encoder + dense 2-class head,\n"
+          "softmax cross-entropy, Adam). Ends with the lines\n"
+          "  inference_patches_per_s=N\n  training_patches_per_s=N\n\n"
+          "options:\n"
+          "  --model M        a nic model file (default: the NIC encoder, random weights)\n"
+          "  --batch N        inference batch size (default 256)\n"
+          "  --train-batch N  training batch size (default 64)\n"
+          "  --seconds S      minimum measuring time per phase (default 10)\n"
+          "  --threads N      compute threads (default: all cores)\n"
+          "  --only WHAT      'inference' or 'training' (default both)\n"
+          "  -h, --help       this help\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+  static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                       {"batch", required_argument, 0, 'b'},
+                                       {"train-batch", required_argument, 0, 'B'},
+                                       {"seconds", required_argument, 0, 's'},
+                                       {"threads", required_argument, 0, 't'},
+                                       {"only", required_argument, 0, 'o'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  const char *model = NULL, *only = NULL;
+  int batch = 256, tbatch = 64, threads = 0, c;
+  double seconds = 10;
+  if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+    bench_usage(stdout);
+    return 0;
+  }
+  if (argc < 2 || strcmp(argv[1], "encoder") != 0) {
+    bench_usage(stderr);
+    return 2;
+  }
+  argc--;
+  argv++;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'm': model = optarg; break;
+    case 'b':
+      if (cli_parse_int("bench", "--batch", optarg, 1, &batch)) return 2;
+      break;
+    case 'B':
+      if (cli_parse_int("bench", "--train-batch", optarg, 2, &tbatch)) return 2;
+      break;
+    case 's':
+      if (cli_parse_double("bench", "--seconds", optarg, &seconds)) return 2;
+      break;
+    case 't':
+      if (cli_parse_int("bench", "--threads", optarg, 0, &threads)) return 2;
+      break;
+    case 'o': only = optarg; break;
+    case 'h': bench_usage(stdout); return 0;
+    default: return cli_usage("bench", "unknown option");
+    }
+  }
+  if (only && strcmp(only, "inference") && strcmp(only, "training"))
+    return cli_usage("bench", "--only must be 'inference' or 'training'");
+  nic_ctx *ctx = cli_make_ctx(threads, 42);
+  if (!ctx) return 1;
+  nic_error err = {0};
+  nic_model *probe = NULL;
+  if (load_or_build(model, ctx, &probe, &err) != NIC_OK) {
+    nic_ctx_free(ctx);
+    return cli_fail(&err);
+  }
+  double flops = (double)nic_model_flops(probe);
+  nic_model_free(probe);
+  double peak = fp32_peak_gflops(nic_ctx_threads(ctx));
+  printf("threads=%d backend=%s forward_mflop_per_patch=%.1f fp32_peak_gflops=%.0f\n",
+         nic_ctx_threads(ctx), nic_ctx_backend_name(ctx), flops / 1e6, peak);
+  double inf = 0, trn = 0;
+  int rc = 0;
+  if (!only || !strcmp(only, "inference")) {
+    if (bench_inference(ctx, model, batch, seconds, &inf, &err)) {
+      rc = cli_fail(&err);
+    } else {
+      double gf = inf * flops / 1e9;
+      printf("inference: batch %d, %.1f patches/s, %.1f GFLOP/s, %.0f%% of FP32 peak\n", batch,
+             inf, gf, peak > 0 ? 100 * gf / peak : 0);
+    }
+  }
+  if (!rc && (!only || !strcmp(only, "training"))) {
+    if (bench_training(ctx, model, tbatch, seconds, &trn, &err)) {
+      rc = cli_fail(&err);
+    } else { /* forward + backward-data + backward-weights ~ 3x forward */
+      double gf = trn * flops * 3 / 1e9;
+      printf("training: batch %d, %.1f patches/s, ~%.1f GFLOP/s, ~%.0f%% of FP32 peak\n", tbatch,
+             trn, gf, peak > 0 ? 100 * gf / peak : 0);
+    }
+  }
+  if (!rc) {
+    if (!only || !strcmp(only, "inference")) printf("inference_patches_per_s=%.1f\n", inf);
+    if (!only || !strcmp(only, "training")) printf("training_patches_per_s=%.1f\n", trn);
+  }
+  nic_ctx_free(ctx);
+  return rc;
+}
