@@ -40,7 +40,9 @@ static double gradcheck(loss_fn f, nic_tensor *x, const void *arg, float h) {
   return worst;
 }
 
-static int has(const nic_error *err, const char *s) { return strstr(err->msg, s) != NULL; }
+static int has(const nic_error *err, const char *s) {
+  return strstr(err->msg, s) != NULL;
+}
 
 /* ---- softmax cross-entropy ----------------------------------------------- */
 
@@ -59,7 +61,7 @@ static void test_ce_forward(void) {
   CHECK_OK(nic_loss_softmax_ce(&x, labels, NULL, NULL, &loss, &g, NULL));
   CHECK_NEAR(loss, 0.9076059644, 1e-6);
   CHECK(g.ndim == 2 && g.shape[0] == 2 && g.shape[1] == 3 && g.layout == NULL);
-  const double eg[6] = {0.0450152866, 0.1223642355, -0.1673795221,
+  const double eg[6] = {0.0450152866, 0.1223642355,  -0.1673795221,
                         0.3326204779, -0.3776357645, 0.0450152866};
   for (int i = 0; i < 6; i++) CHECK_NEAR(g.data[i], eg[i], 1e-6);
 
@@ -82,7 +84,7 @@ static void test_ce_weights_mask(void) {
   float cw[3] = {1, 2, 0.5f}, loss = 0;
   CHECK_OK(nic_loss_softmax_ce(&x, labels, cw, NULL, &loss, &g, NULL));
   CHECK_NEAR(loss, 1.2076059644, 1e-6);
-  const double eg[6] = {0.0180061146, 0.0489456942, -0.0669518088,
+  const double eg[6] = {0.0180061146, 0.0489456942,  -0.0669518088,
                         0.5321927646, -0.6042172232, 0.0720244585};
   for (int i = 0; i < 6; i++) CHECK_NEAR(g.data[i], eg[i], 1e-6);
 

@@ -34,8 +34,8 @@ static nic_status check_column(const nic_tensor *t, const char *fn, const char *
   nic_status s = check_input(t, fn, what, err);
   if (s != NIC_OK) return s;
   if (t->ndim == 1 || (t->ndim == 2 && t->shape[1] == 1)) return NIC_OK;
-  return nic_err(err, NIC_EINVAL, "%s: %s must be N x 1 or N, got rank %d with shape[1] = %lld",
-                 fn, what, t->ndim, t->ndim > 1 ? (long long)t->shape[1] : 0LL);
+  return nic_err(err, NIC_EINVAL, "%s: %s must be N x 1 or N, got rank %d with shape[1] = %lld", fn,
+                 what, t->ndim, t->ndim > 1 ? (long long)t->shape[1] : 0LL);
 }
 
 /* Shapes grad like the input (zero-filled). The input is read after this
@@ -135,7 +135,9 @@ nic_status nic_loss_softmax_ce(const nic_tensor *logits, const int *labels,
 /* ---- binary cross-entropy on logits -------------------------------------- */
 
 /* softplus(x) = log(1 + exp(x)), stable for large |x|. */
-static double softplus(double x) { return (x > 0 ? x : 0) + log1p(exp(-fabs(x))); }
+static double softplus(double x) {
+  return (x > 0 ? x : 0) + log1p(exp(-fabs(x)));
+}
 
 static double sigmoid(double x) {
   if (x >= 0) return 1 / (1 + exp(-x));
@@ -185,8 +187,8 @@ nic_status nic_loss_bce_logits(const nic_tensor *logits, const float *targets, f
 
 /* ---- mean squared error -------------------------------------------------- */
 
-nic_status nic_loss_mse(const nic_tensor *pred, const float *target, const float *mask,
-                        float *loss, nic_tensor *grad, nic_error *err) {
+nic_status nic_loss_mse(const nic_tensor *pred, const float *target, const float *mask, float *loss,
+                        nic_tensor *grad, nic_error *err) {
   const char *fn = "mean squared error";
   nic_status s = check_input(pred, fn, "pred", err);
   if (s != NIC_OK) return s;

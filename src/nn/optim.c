@@ -96,8 +96,12 @@ void nic_optimizer_free(nic_optimizer *o) {
   free(o);
 }
 
-void nic_optimizer_set_lr(nic_optimizer *o, float lr) { o->cfg.lr = lr; }
-float nic_optimizer_lr(const nic_optimizer *o) { return o->cfg.lr; }
+void nic_optimizer_set_lr(nic_optimizer *o, float lr) {
+  o->cfg.lr = lr;
+}
+float nic_optimizer_lr(const nic_optimizer *o) {
+  return o->cfg.lr;
+}
 
 /* ---- per-param state ----------------------------------------------------- */
 
@@ -142,8 +146,8 @@ static nic_status get_state(nic_optimizer *o, const nic_param *p, int hint, opt_
   opt_state *s = find_state(o, p, hint);
   if (!s) return new_state(o, p, numel, out, err);
   if (s->numel != numel)
-    return nic_err(err, NIC_EINVAL, "optimizer: param '%s' changed size from %lld to %lld",
-                   p->name, (long long)s->numel, (long long)numel);
+    return nic_err(err, NIC_EINVAL, "optimizer: param '%s' changed size from %lld to %lld", p->name,
+                   (long long)s->numel, (long long)numel);
   *out = s;
   return NIC_OK;
 }

@@ -39,8 +39,7 @@ nic_schedule nic_sched_cosine(float base, float min_lr, int total, int warmup) {
   return s;
 }
 
-nic_schedule nic_sched_plateau(float base, float factor, int patience, float min_lr,
-                               int mode_max) {
+nic_schedule nic_sched_plateau(float base, float factor, int patience, float min_lr, int mode_max) {
   nic_schedule s = blank(NIC_SCHED_PLATEAU, base);
   s.factor = factor;
   s.patience = patience;
@@ -100,10 +99,16 @@ static double plateau_lr(nic_schedule *s, int epoch, float metric) {
 float nic_sched_lr(nic_schedule *s, int epoch, float metric) {
   double lr = s->base_lr;
   switch (s->kind) {
-  case NIC_SCHED_CONSTANT: break;
-  case NIC_SCHED_STEP: lr = step_lr(s, epoch); break;
-  case NIC_SCHED_COSINE: lr = cosine_lr(s, epoch); break;
-  case NIC_SCHED_PLATEAU: return (float)plateau_lr(s, epoch, metric);
+  case NIC_SCHED_CONSTANT:
+    break;
+  case NIC_SCHED_STEP:
+    lr = step_lr(s, epoch);
+    break;
+  case NIC_SCHED_COSINE:
+    lr = cosine_lr(s, epoch);
+    break;
+  case NIC_SCHED_PLATEAU:
+    return (float)plateau_lr(s, epoch, metric);
   }
   s->cur_lr = (float)lr;
   return s->cur_lr;
