@@ -15,6 +15,9 @@ typedef struct nic_cli_cmd {
 
 int cmd_encoder(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tissue(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 
 /* Prints "nic: <msg>" for a library error and returns 1. */
 int cli_fail(const nic_error *err);

@@ -9,6 +9,9 @@
 static const nic_cli_cmd commands[] = {
     {"encoder", "patch encoder: import published weights, embed images", cmd_encoder},
     {"bench", "measure engine throughput (inference and training)", cmd_bench},
+    {"tissue", "tissue masks of slides (PNG, thumbnail overlay, QuPath GeoJSON)", cmd_tissue},
+    {"inspect", "describe a slide: levels, spacing, objective, properties", cmd_inspect},
+    {"simulate", "synthetic data: nMNIST needles, H&E slides, labelled patches", cmd_simulate},
 };
 static const int ncommands = (int)(sizeof commands / sizeof commands[0]);
 

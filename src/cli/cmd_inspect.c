@@ -1,0 +1,186 @@
+/* nic inspect: what a file is and what is in it. Each kind of file nic
+ * knows has an entry in `kinds` below: a test that claims the file and a
+ * printer. Slides come last and take everything the others do not claim.
+ * To add models or compressed slides, replace the placeholder printers. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/cli.h"
+#include "nic/slide.h"
+
+typedef struct inspect_opts {
+  int all; /* every property, values untruncated */
+} inspect_opts;
+
+typedef struct inspect_kind {
+  const char *name;
+  int (*claims)(const char *path);                       /* 1: this kind handles the file */
+  int (*print)(const char *path, const inspect_opts *o); /* exit code */
+} inspect_kind;
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: nic inspect FILE [--all]\n\n"
+             "Describes FILE. For a slide (anything OpenSlide reads, or a plain image): the\n"
+             "reader and vendor, the levels with their sizes, downsamples and spacing, the\n"
+             "level-0 spacing and where it comes from (or 'unknown'), the objective power and\n"
+             "the properties.\n\n"
+             "options:\n"
+             "  --all       list every property with its full value (default: the first 20,\n"
+             "              values cut at 100 characters)\n"
+             "  -h, --help  this text\n");
+}
+
+/* ---- which kind of file ------------------------------------------------ */
+
+static int has_suffix(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcasecmp(s + n - k, suffix);
+}
+
+/* HDF5 files start with this signature (at offset 0 for files nic writes). */
+static int has_hdf5_signature(const char *path) {
+  static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  unsigned char buf[8];
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  return n == sizeof buf && !memcmp(buf, sig, sizeof sig);
+}
+
+static int claims_model(const char *path) {
+  return has_suffix(path, ".safetensors");
+}
+static int claims_compressed(const char *path) {
+  return has_suffix(path, ".h5") || has_hdf5_signature(path);
+}
+static int claims_anything(const char *path) {
+  return 1;
+}
+
+/* Placeholders until nic_model_load and the compressed-slide reader exist. */
+static int print_model(const char *path, const inspect_opts *o) {
+  fprintf(stderr, "nic inspect: %s: inspecting models is not implemented yet\n", path);
+  return 1;
+}
+
+static int print_compressed(const char *path, const inspect_opts *o) {
+  fprintf(stderr,
+          "nic inspect: %s: inspecting HDF5 files (compressed slides) is not implemented "
+          "yet\n",
+          path);
+  return 1;
+}
+
+/* ---- slides ------------------------------------------------------------------ */
+
+/* A property value on one line: control characters escaped, cut at `max`
+ * characters (0 = whole). */
+static void print_value(const char *v, size_t max) {
+  size_t n = 0;
+  for (; *v && (!max || n < max); v++, n++) {
+    if (*v == '\n')
+      fputs("\\n", stdout);
+    else if (*v == '\r')
+      fputs("\\r", stdout);
+    else if (*v == '\t')
+      fputs("\\t", stdout);
+    else if ((unsigned char)*v < 0x20)
+      printf("\\x%02x", (unsigned char)*v);
+    else
+      putchar(*v);
+  }
+  if (*v) fputs("...", stdout);
+  putchar('\n');
+}
+
+static void print_properties(const nic_slide *s, const inspect_opts *o) {
+  int n = nic_slide_property_count(s), limit = o->all ? n : (n < 20 ? n : 20), shown = 0;
+  if (n == limit)
+    printf("properties  %d\n", n);
+  else
+    printf("properties  %d (first %d; --all for all)\n", n, limit);
+  /* OpenSlide's own normalised properties first: they matter most. */
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < n && shown < limit; i++) {
+      const char *name = nic_slide_property_name(s, i);
+      int ours = !strncmp(name, "openslide.", 10);
+      if (ours != (pass == 0)) continue;
+      printf("  %s = ", name);
+      print_value(nic_slide_property_value(s, name), o->all ? 0 : 100);
+      shown++;
+    }
+}
+
+static int print_slide(const char *path, const inspect_opts *o) {
+  nic_slide *s = NULL;
+  nic_error err = {0};
+  if (nic_slide_open(&s, path, NULL, &err) != NIC_OK) return cli_fail(&err);
+  int64_t w0, h0;
+  nic_slide_level_dims(s, 0, &w0, &h0);
+  double mx = 0, my = 0;
+  int known = nic_slide_spacing(s, &mx, &my, NULL) == NIC_OK;
+  printf("file        %s\n", path);
+  printf("format      %s (%s: %s)\n",
+         !strcmp(nic_slide_backend(s), "openslide") ? "slide" : "image", nic_slide_backend(s),
+         nic_slide_vendor(s));
+  printf("size        %lld x %lld px\n", (long long)w0, (long long)h0);
+  if (known)
+    printf("spacing     %.4g x %.4g um/px (%s)\n", mx, my,
+           nic_spacing_source_str(nic_slide_spacing_source(s)));
+  else
+    printf("spacing     unknown (give --mpp-override to commands that need it)\n");
+  double obj = nic_slide_objective_power(s);
+  if (obj > 0)
+    printf("objective   %gx\n", obj);
+  else
+    printf("objective   unknown\n");
+  printf("levels      %d\n", nic_slide_level_count(s));
+  printf("  %5s %10s %10s %11s %9s\n", "level", "width", "height", "downsample", "um/px");
+  for (int l = 0; l < nic_slide_level_count(s); l++) {
+    int64_t w, h;
+    nic_slide_level_dims(s, l, &w, &h);
+    double ds = nic_slide_level_downsample(s, l);
+    printf("  %5d %10lld %10lld %11.4f", l, (long long)w, (long long)h, ds);
+    if (known)
+      printf(" %9.4f\n", mx * ds);
+    else
+      printf(" %9s\n", "-");
+  }
+  print_properties(s, o);
+  nic_slide_close(s);
+  return 0;
+}
+
+static const inspect_kind kinds[] = {
+    {"model", claims_model, print_model},
+    {"compressed slide", claims_compressed, print_compressed},
+    {"slide", claims_anything, print_slide}, /* last: takes the rest */
+};
+
+int cmd_inspect(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"all", no_argument, NULL, 'a'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  inspect_opts o = {0};
+  int c;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'a':
+      o.all = 1;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      return cli_usage("inspect", "unknown option");
+    }
+  }
+  if (argc - optind != 1) return cli_usage("inspect", "expects exactly one FILE");
+  const char *path = argv[optind];
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+    if (kinds[i].claims(path)) return kinds[i].print(path, &o);
+  return 1; /* unreachable: the last kind claims everything */
+}
