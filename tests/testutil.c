@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -8,7 +9,21 @@
 int nic_test_failures = 0;
 int nic_test_checks = 0;
 
+/* Temporary directories made by this test, removed when it finishes
+ * (kept on failure, for inspection). Test-only state. */
+static char tmpdirs[64][256];
+static int ntmpdirs = 0;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
 int nic_test_finish(void) {
+  if (!nic_test_failures && !getenv("NIC_KEEP_TMP"))
+    for (int i = 0; i < ntmpdirs; i++) nftw(tmpdirs[i], rm_entry, 16, FTW_DEPTH | FTW_PHYS);
   int passed = nic_test_checks - nic_test_failures;
   printf("%d passed, %d failed\n", passed, nic_test_failures);
   return nic_test_failures ? 1 : 0;
@@ -30,12 +45,17 @@ const char *nic_test_shared_dir(void) {
 }
 
 const char *nic_test_tmpdir(void) {
-  static char buf[256];
-  snprintf(buf, sizeof buf, "/tmp/nic-test-XXXXXX");
+  if (ntmpdirs == 64) {
+    fprintf(stderr, "too many temporary directories\n");
+    exit(1);
+  }
+  char *buf = tmpdirs[ntmpdirs];
+  snprintf(buf, sizeof tmpdirs[0], "/tmp/nic-test-XXXXXX");
   if (!mkdtemp(buf)) {
     perror("mkdtemp");
     exit(1);
   }
+  ntmpdirs++;
   return buf;
 }
 

@@ -59,7 +59,8 @@ int nic_test_finish(void);
 void nic_test_skip(const char *why);
 /* Path to ../shared (NIC_SHARED env or the default), or NULL when absent. */
 const char *nic_test_shared_dir(void);
-/* A fresh temporary directory (removed by nothing: under /tmp). */
+/* A fresh directory under /tmp, removed by nic_test_finish when every check
+ * passed (set NIC_KEEP_TMP=1 to keep it). */
 const char *nic_test_tmpdir(void);
 /* A context with 2 threads and a fixed seed; aborts on failure. */
 nic_ctx *nic_test_ctx(uint64_t seed);
