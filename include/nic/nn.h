@@ -147,6 +147,13 @@ nic_status nic_model_forward_to(nic_model *m, nic_ctx *ctx, const nic_tensor *x,
 nic_status nic_model_backward(nic_model *m, nic_ctx *ctx, const nic_tensor *dout, nic_tensor *dx,
                               nic_error *err);
 void nic_model_zero_grad(nic_model *m);
+/* Plain copies of what the last forward computed at node k, and of the
+ * gradient of the loss w.r.t. it after the last backward (Grad-CAM needs
+ * both). Node 0's gradient exists only when backward was given dx. */
+nic_status nic_model_node_output(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
+                                 nic_error *err);
+nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
+                               nic_error *err);
 
 /* Rewrites the model for inference, in place: folds each batch norm into the
  * neighbouring conv/dense (the one before it when nothing stands between,

@@ -43,6 +43,7 @@ struct nic_model {
   /* runtime, per batch */
   nic_tensor *outs;     /* [nnodes + 1]: outs[0] unused (input is borrowed) */
   nic_tensor *douts;    /* [nnodes + 1] */
+  int *grad_ready;      /* [nnodes + 1]: douts[k] holds node k's gradient */
   const nic_tensor *x;  /* input of the last forward */
   int last_start;       /* first node run by the last forward */
   int last_upto;        /* last node run by the last forward */

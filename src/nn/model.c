@@ -46,7 +46,9 @@ void nic_model_reset_runtime(nic_model *m) {
     for (int k = 0; k <= m->nnodes; k++) nic_tensor_free(&m->douts[k]);
   free(m->outs);
   free(m->douts);
+  free(m->grad_ready);
   m->outs = m->douts = NULL;
+  m->grad_ready = NULL;
 }
 
 void nic_model_free(nic_model *m) {
@@ -383,7 +385,8 @@ static nic_status ensure_runtime(nic_model *m, nic_ctx *ctx, nic_error *err) {
   if (!m->outs) {
     m->outs = calloc((size_t)m->nnodes + 1, sizeof *m->outs);
     m->douts = calloc((size_t)m->nnodes + 1, sizeof *m->douts);
-    if (!m->outs || !m->douts) {
+    m->grad_ready = calloc((size_t)m->nnodes + 1, sizeof *m->grad_ready);
+    if (!m->outs || !m->douts || !m->grad_ready) {
       nic_model_reset_runtime(m);
       return nic_err(err, NIC_ENOMEM, "out of memory");
     }
@@ -419,6 +422,7 @@ nic_status nic_model_forward_span(nic_model *m, nic_ctx *ctx, const nic_tensor *
                      (long long)x->shape[i], (long long)want[i]);
   nic_status s = ensure_runtime(m, ctx, err);
   if (s != NIC_OK) return s;
+  memset(m->grad_ready, 0, sizeof *m->grad_ready * ((size_t)m->nnodes + 1));
   m->x = x;
   m->last_start = start;
   m->last_upto = upto;
@@ -473,11 +477,17 @@ nic_status nic_model_backward(nic_model *m, nic_ctx *ctx, const nic_tensor *dout
     return nic_err(err, NIC_EINVAL, "dout must be plain and shaped like the output");
   nic_backend *be = m->be;
   int first = start - 1; /* the node whose output is x */
-  /* has[j]: douts-side gradient of node j available at dptr[j] */
+  /* dptr[j]: the gradient of node j's output, once some consumer wrote it */
   const nic_tensor **dptr = calloc((size_t)m->nnodes + 1, sizeof *dptr);
   if (!dptr) return nic_err(err, NIC_ENOMEM, "out of memory");
-  dptr[upto] = dout;
-  nic_status s = NIC_OK;
+  /* a copy of dout keeps every node's gradient readable afterwards
+   * (nic_model_node_grad); outputs are small */
+  nic_status s = nic_tensor_copy(&m->douts[upto], dout, err);
+  if (s != NIC_OK) {
+    free(dptr);
+    return s;
+  }
+  dptr[upto] = &m->douts[upto];
   for (int k = upto; k >= start && s == NIC_OK; k--) {
     nic_layer *l = m->layers[k - 1];
     if (!dptr[k]) continue; /* does not reach the output */
@@ -523,8 +533,28 @@ nic_status nic_model_backward(nic_model *m, nic_ctx *ctx, const nic_tensor *dout
       s = nic_tensor_alloc(dx, nd, shp, err);
     }
   }
+  for (int j = 0; j <= m->nnodes; j++) m->grad_ready[j] = s == NIC_OK && dptr[j] != NULL;
   free(dptr);
   return s;
+}
+
+nic_status nic_model_node_output(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
+                                 nic_error *err) {
+  if (!m->outs || k < m->last_start || k > m->last_upto)
+    return nic_err(err, NIC_EINVAL, "node %d was not computed by the last forward", k);
+  nic_backend *be = nic_ctx_backend(ctx);
+  if (be != m->be) return nic_err(err, NIC_EINVAL, "use the context of the forward");
+  return be->ops->to_plain(be, &m->outs[k], dst, err);
+}
+
+nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
+                               nic_error *err) {
+  if (!m->grad_ready || k < 0 || k > m->nnodes || !m->grad_ready[k])
+    return nic_err(err, NIC_EINVAL, "no gradient for node %d: run backward first (node 0 needs dx)",
+                   k);
+  nic_backend *be = nic_ctx_backend(ctx);
+  if (be != m->be) return nic_err(err, NIC_EINVAL, "use the context of the backward");
+  return be->ops->to_plain(be, &m->douts[k], dst, err);
 }
 
 /* ---- metadata ------------------------------------------------------------ */
