@@ -99,6 +99,9 @@ typedef struct nic_input_info {
 
 /* An empty model whose input is N x C x H x W. */
 nic_status nic_model_create(nic_model **out, int c, int h, int w, nic_error *err);
+/* Frees the model. A context must outlive every model it ran (the model's
+ * cached primitives belong to the context's backend), as with a cuDNN
+ * handle: free models first, then the context. */
 void nic_model_free(nic_model *m);
 
 /* Appends a layer fed by node `in` (-1 = the previous node, 0 = the model
