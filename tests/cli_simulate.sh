@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nic simulate from the command line: help texts, usage errors, and small
-# needle-mnist, histo and histo-patches sets (file layout, CSV columns,
-# same seed -> same bytes). needle-mnist runs on a tiny IDX set made here,
+# needle-mnist, histo, histo-patches and mosaic sets (file layout, CSV
+# columns, same seed -> same bytes). needle-mnist runs on a tiny IDX set made here,
 # and on the real MNIST / Fashion-MNIST when installed; without MNIST
 # (scripts/install-deps.sh) the test reports a skip (exit 77) after
 # everything else passed.
@@ -102,6 +102,65 @@ for t in tissue tumour mitosis nuclei; do
 done
 [ "$(ls "$TMP/p/patches" | grep -c '\.jpg$')" -eq 20 ] || fail "20 jpg patches expected"
 ok "histo-patches"
+
+# ---- mosaic ------------------------------------------------------------------------------
+# A patch folder made from histo-patches (class folders by tumour.csv), with one corrupt file.
+expect 0 simulate mosaic -h
+for f in --patches --out --split --negative-class --positive-class --slides --positive-fraction \
+  --tissue-patches --tissue-spread --shape --clusters --cluster-min --cluster-max --margin \
+  --patch-mpp --augment --reuse --cache-mb --jpeg-quality --prefix --threads --seed --quiet \
+  --help; do
+  grep -q -- "$f" "$TMP/out" || fail "mosaic -h does not explain $f"
+done
+expect 0 simulate -h
+grep -q -- "mosaic" "$TMP/out" || fail "simulate -h does not list mosaic"
+expect 2 simulate mosaic -o "$TMP/x"
+grep -q -- "--patches" "$TMP/err" || fail "missing --patches not reported"
+expect 2 simulate mosaic --patches "$TMP" -o "$TMP/x" --shape star
+expect 2 simulate mosaic --patches "$TMP" -o "$TMP/x" --reuse sometimes
+expect 2 simulate mosaic --patches "$TMP" -o "$TMP/x" --cluster-min 5 --cluster-max 3
+expect 1 simulate mosaic --patches "$TMP/nowhere" -o "$TMP/x"
+grep -q "nowhere" "$TMP/err" || fail "a missing patch folder is not named"
+expect 0 simulate histo-patches -o "$TMP/hp" -n 80 --slides 4 --slide-size 1024 --patch-size 64 \
+  --format jpg -q --seed 2
+mkdir -p "$TMP/mp/valid/normal" "$TMP/mp/valid/tumour"
+tail -n +2 "$TMP/hp/tumour.csv" | while IFS=, read -r path label split; do
+  if [ "$label" = 1 ]; then cls=tumour; else cls=normal; fi
+  cp "$TMP/hp/$path" "$TMP/mp/valid/$cls/"
+done
+echo "not a jpeg" >"$TMP/mp/valid/normal/broken.jpg"
+M="simulate mosaic --patches $TMP/mp --split valid --negative-class normal --positive-class tumour
+  -n 4 --tissue-patches 12 --cluster-min 2 --cluster-max 3 --patch-mpp 0.5 --augment -q"
+expect 0 $M -o "$TMP/m1" --seed 5
+grep -q "warning: skipping .*broken.jpg" "$TMP/err" || fail "the corrupt patch is not reported"
+expect 0 $M -o "$TMP/m2" --seed 5
+expect 0 $M -o "$TMP/m3" --seed 6
+[ "$(head -1 "$TMP/m1/labels.csv")" = "case_id,slide_id,label" ] || fail "mosaic labels.csv header"
+[ "$(awk -F, 'NR > 1 { s += $3; n++ } END { print n, s }' "$TMP/m1/labels.csv")" = "4 2" ] ||
+  fail "4 slides, 2 positive expected"
+[ "$(head -1 "$TMP/m1/slides.csv")" = \
+  "slide_id,path,mpp,label,n_tissue_patches,n_tumour_patches,cluster_size,n_clusters,width,height,patch_width,patch_height" ] ||
+  fail "mosaic slides.csv header"
+awk -F, 'NR > 1 && (NF != 12 || $3 != 0.5 || ($4 == 1) != ($6 >= 2 && $6 <= 3) || $11 != 64) { exit 1 }' \
+  "$TMP/m1/slides.csv" || fail "mosaic slides.csv rows"
+[ "$(head -1 "$TMP/m1/patches.csv")" = "slide_id,grid_x,grid_y,x,y,source,class,cluster,transform" ] ||
+  fail "mosaic patches.csv header"
+# Every tumour patch lies on a positive slide, at x = 64 grid_x, from the tumour folder.
+awk -F, 'NR == FNR { if (FNR > 1) lab[$1] = $3; next }
+  FNR > 1 && ($7 == 1 && lab[$1] != 1 || $4 != 64 * $2 || $5 != 64 * $3 ||
+    index($6, $7 == 1 ? "valid/tumour/" : "valid/normal/") != 1 || $6 ~ /broken/) { exit 1 }' \
+  "$TMP/m1/labels.csv" "$TMP/m1/patches.csv" || fail "mosaic patches.csv rows"
+[ "$(awk -F, 'NR > 1 { s += $6 } END { print s }' "$TMP/m1/slides.csv")" = \
+  "$(awk -F, 'NR > 1 && $7 == 1' "$TMP/m1/patches.csv" | wc -l)" ] || fail "tumour patch counts"
+for f in labels.csv slides.csv patches.csv mosaic_0000.tif mosaic_0003.tif; do
+  cmp -s "$TMP/m1/$f" "$TMP/m2/$f" || fail "mosaic $f differs with the same seed"
+done
+cmp -s "$TMP/m1/patches.csv" "$TMP/m3/patches.csv" && fail "mosaic patches.csv same with another seed"
+[ "$(head -c 4 "$TMP/m1/mosaic_0000.tif" | od -An -c | tr -d ' ')" = 'II*\0' ] ||
+  fail "mosaic_0000.tif is not a TIFF"
+expect 1 $M -o "$TMP/m4" --tissue-patches 400
+grep -q "needs .* negative patches" "$TMP/err" || fail "too few patches not explained"
+ok "mosaic"
 
 # ---- needle-mnist on a tiny IDX set -------------------------------------------------
 mkdir -p "$TMP/idx"

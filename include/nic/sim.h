@@ -9,6 +9,9 @@
  *    present), regression targets (proliferation) and survival times.
  *  - histo patches: labelled 128x128 patches from the same generator, for
  *    multitask encoder training (tissue class, tumour, mitosis, nuclei).
+ *  - mosaic: pseudo-slides tiled from a folder of labelled patches (e.g.
+ *    PatchCamelyon): normal tissue with clusters of tumour patches at known
+ *    grid cells, written as the same pyramidal TIFFs.
  *
  * Everything is a deterministic function of a seed: the same options give
  * the same bytes. See docs/simulate.md for the models and label definitions. */
@@ -263,6 +266,77 @@ nic_status nic_patch_check(const nic_patch_opts *o, nic_error *err);
  * the patch), nuclei.csv (label = nuclei centred in the patch) and
  * patches.csv with every label plus slide and position. */
 nic_status nic_patch_generate(const nic_patch_opts *o, const char *outdir, nic_error *err);
+
+/* ------------------------------------------------------------------ */
+/* mosaic: pseudo-slides tiled from a labelled patch folder            */
+/* ------------------------------------------------------------------ */
+
+/* A warning that does not stop the run (a patch file that cannot be read,
+ * patches reused across slides); msg is one line without a newline. */
+typedef void (*nic_sim_warning_fn)(void *user, const char *msg);
+
+typedef enum nic_mosaic_shape {
+  NIC_MOSAIC_MIXED = 0, /* each slide a blob or a rectangle, half and half */
+  NIC_MOSAIC_BLOB,      /* irregular star-shaped blobs */
+  NIC_MOSAIC_RECT       /* rough rectangles */
+} nic_mosaic_shape;
+
+typedef enum nic_mosaic_reuse {
+  NIC_MOSAIC_REUSE_AUTO = 0, /* each patch at most once in the cohort when there are enough,
+                                else once per slide (with a warning) */
+  NIC_MOSAIC_REUSE_NEVER,    /* each patch at most once in the cohort, or fail */
+  NIC_MOSAIC_REUSE_ALWAYS    /* draw every slide independently (once per slide) */
+} nic_mosaic_reuse;
+
+typedef struct nic_mosaic_opts {
+  const char *patches;        /* root of the patch folder (required) */
+  const char *split;          /* read <patches>/<split>/<class>/; NULL = <patches>/<class>/ */
+  const char *negative_class; /* folder of normal patches (default "0") */
+  const char *positive_class; /* folder of tumour patches (default "1") */
+  int slides;                 /* slides in the cohort */
+  double positive_fraction;   /* floor(slides * fraction) slides are positive, shuffled */
+  int tissue_patches;         /* mean tissue patches per slide */
+  double tissue_spread;       /* a slide has round(tissue_patches * U(1-s, 1+s)) of them */
+  nic_mosaic_shape shape;
+  int clusters;                 /* tumour clusters per positive slide */
+  int cluster_min, cluster_max; /* patches per cluster, uniform in [min, max] */
+  int margin;                   /* background cells around the tissue's bounding box */
+  double patch_mpp;             /* um per px of the patches (0.97 for PatchCamelyon) */
+  int augment;                  /* random flip and rotation by 90 degrees per placed patch */
+  nic_mosaic_reuse reuse;
+  int jpeg_quality; /* TIFF tile quality, 1..100 */
+  int cache_mb;     /* keep the decoded patches in memory up to this size; beyond it they
+                       are decoded again for every slide that uses them */
+  int threads;      /* OpenMP threads; 0 = the runtime's default */
+  uint64_t seed;
+  const char *prefix; /* slide ids are <prefix>_<index, 4 digits>; NULL = "mosaic" */
+  nic_sim_progress_fn progress;
+  void *progress_user;
+  nic_sim_warning_fn warning; /* NULL = warnings are dropped */
+  void *warning_user;
+} nic_mosaic_opts;
+
+nic_mosaic_opts nic_mosaic_default_opts(void);
+
+/* Validates the options (counts, ranges, clusters fitting the tissue) with a
+ * message saying what is allowed. Does not look at the patch folder. */
+nic_status nic_mosaic_check(const nic_mosaic_opts *o, nic_error *err);
+
+/* Writes a cohort of pseudo-slides to outdir (created if needed). Every
+ * slide is a grid of patch-sized cells: a connected tissue region of
+ * normal patches on near-white glass, and on positive slides `clusters`
+ * connected clusters of tumour patches replacing normal ones. Files:
+ * <id>.tif (pyramidal tiled JPEG TIFF, as nic_histo_write_tiff, at
+ * patch_mpp), labels.csv (case_id,slide_id,label), slides.csv (slide_id,
+ * path,mpp,label,n_tissue_patches,n_tumour_patches,cluster_size,
+ * n_clusters,width,height,patch_width,patch_height) and patches.csv
+ * (slide_id,grid_x,grid_y,x,y,source,class,cluster,transform: one row per
+ * placed patch). All patches are decoded once up front: unreadable ones,
+ * and ones whose size differs from the first readable one, are reported
+ * through o->warning and skipped. Missing folders, a class with no usable
+ * patch and too few patches for one slide are errors. See
+ * docs/simulate.md. */
+nic_status nic_mosaic_generate(const nic_mosaic_opts *o, const char *outdir, nic_error *err);
 
 #ifdef __cplusplus
 }

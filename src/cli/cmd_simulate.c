@@ -3,6 +3,7 @@
  *   nic simulate needle-mnist -o DIR [--size S] [--count N] ...
  *   nic simulate histo -o DIR [--size S] [--count N] ...
  *   nic simulate histo-patches -o DIR [--count N] [--slides K] ...
+ *   nic simulate mosaic --patches DIR -o DIR [--slides N] ...
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -32,6 +33,9 @@ static void usage(FILE *f) {
              "                 labels, proliferation scores and survival times\n"
              "  histo-patches  labelled 128x128 patches (tissue class, tumour, mitosis,\n"
              "                 nuclei count) for multitask encoder training\n"
+             "  mosaic         pseudo-slides (pyramidal JPEG TIFF) tiled from a labelled\n"
+             "                 patch folder such as PatchCamelyon: normal tissue with\n"
+             "                 clusters of tumour patches at known places\n"
              "\n"
              "'nic simulate <kind> -h' explains each one's options.\n");
 }
@@ -103,7 +107,22 @@ enum {
   OPT_PATCH_SIZE,
   OPT_FORMAT,
   OPT_VAL,
-  OPT_TEST
+  OPT_TEST,
+  OPT_PATCHES,
+  OPT_NEGATIVE,
+  OPT_POSITIVE,
+  OPT_POSITIVE_FRACTION,
+  OPT_TISSUE_PATCHES,
+  OPT_TISSUE_SPREAD,
+  OPT_TISSUE_SHAPE,
+  OPT_CLUSTERS,
+  OPT_CLUSTER_MIN,
+  OPT_CLUSTER_MAX,
+  OPT_MARGIN,
+  OPT_PATCH_MPP,
+  OPT_AUGMENT,
+  OPT_REUSE,
+  OPT_CACHE
 };
 
 /* ---- needle-mnist ---------------------------------------------------------- */
@@ -493,6 +512,207 @@ static int sim_patches(int argc, char **argv) {
   return 0;
 }
 
+/* ---- mosaic ---------------------------------------------------------------- */
+
+static void mosaic_usage(FILE *f) {
+  nic_mosaic_opts d = nic_mosaic_default_opts();
+  fprintf(f,
+          "usage: nic simulate mosaic --patches DIR -o OUTDIR [options]\n"
+          "\n"
+          "Pseudo-slides tiled from a folder of labelled patches (DIR/<class>/*.jpg, or\n"
+          "DIR/<split>/<class>/*.jpg with --split; e.g. PatchCamelyon: class 0 normal,\n"
+          "1 tumour). Each slide is a grid of patch-sized cells: a connected tissue\n"
+          "region (an irregular blob or a rough rectangle) of normal patches on\n"
+          "near-white glass; on positive slides, connected clusters of tumour patches\n"
+          "replace normal ones. A patch is used at most once per slide, and at most once\n"
+          "in the whole cohort when there are enough (else reused, with a warning).\n"
+          "Unreadable patches are reported and skipped. Slides are pyramidal tiled JPEG\n"
+          "TIFFs at the patches' spacing, as 'nic simulate histo' writes them.\n"
+          "\n"
+          "Writes OUTDIR/<id>.tif, OUTDIR/labels.csv (case_id,slide_id,label),\n"
+          "OUTDIR/slides.csv (slide_id,path,mpp,label,n_tissue_patches,\n"
+          "n_tumour_patches,cluster_size,n_clusters,width,height,patch_width,\n"
+          "patch_height) and OUTDIR/patches.csv (slide_id,grid_x,grid_y,x,y,source,\n"
+          "class,cluster,transform: every placed patch, x,y its level-0 top-left corner,\n"
+          "source relative to DIR).\n"
+          "\n"
+          "options:\n"
+          "  -p, --patches DIR        the patch folder (required)\n"
+          "  -o, --out OUTDIR         output directory (required; created)\n"
+          "      --split S            read DIR/S/<class>/ (e.g. train, valid)\n"
+          "      --negative-class C   folder of the normal patches (default %s)\n"
+          "      --positive-class C   folder of the tumour patches (default %s)\n"
+          "  -n, --slides N           slides (default %d)\n"
+          "      --positive-fraction F  share of positive slides, rounded down, shuffled\n"
+          "                           (default %g)\n"
+          "      --tissue-patches N   tissue patches per slide, on average (default %d)\n"
+          "      --tissue-spread F    each slide has N x U(1-F, 1+F) of them (default %g)\n"
+          "      --shape S            tissue shape: blob, rect or mixed (default mixed)\n"
+          "      --clusters M         tumour clusters per positive slide (default %d)\n"
+          "      --cluster-min K      patches per cluster: uniform in [min, max]\n"
+          "      --cluster-max K      (default %d..%d)\n"
+          "      --margin C           cells of glass around the tissue (default %d)\n"
+          "      --patch-mpp X        um per px of the patches (default %g, PatchCamelyon)\n"
+          "      --augment            random flips and 90-degree rotations per patch\n"
+          "      --reuse MODE         auto (default), never (fail when patches run out) or\n"
+          "                           always (draw each slide independently)\n"
+          "      --cache-mb MB        keep decoded patches in memory up to MB (default %d)\n"
+          "      --jpeg-quality Q     tile quality 1..100 (default %d)\n"
+          "      --prefix P           slide ids P_0000, P_0001, ... (default mosaic)\n"
+          "      --threads N          threads (default: all cores)\n"
+          "      --seed N             random seed (default 1)\n"
+          "  -q, --quiet              no progress on stderr (warnings still appear)\n"
+          "  -h, --help               this text\n",
+          d.negative_class, d.positive_class, d.slides, d.positive_fraction, d.tissue_patches,
+          d.tissue_spread, d.clusters, d.cluster_min, d.cluster_max, d.margin, d.patch_mpp,
+          d.cache_mb, d.jpeg_quality);
+}
+
+static void on_warning(void *user, const char *msg) {
+  (void)user;
+  fprintf(stderr, "nic simulate: warning: %s\n", msg);
+}
+
+static int sim_mosaic(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"patches", required_argument, NULL, 'p'},
+      {"out", required_argument, NULL, 'o'},
+      {"split", required_argument, NULL, OPT_SPLIT},
+      {"negative-class", required_argument, NULL, OPT_NEGATIVE},
+      {"positive-class", required_argument, NULL, OPT_POSITIVE},
+      {"slides", required_argument, NULL, 'n'},
+      {"positive-fraction", required_argument, NULL, OPT_POSITIVE_FRACTION},
+      {"tissue-patches", required_argument, NULL, OPT_TISSUE_PATCHES},
+      {"tissue-spread", required_argument, NULL, OPT_TISSUE_SPREAD},
+      {"shape", required_argument, NULL, OPT_TISSUE_SHAPE},
+      {"clusters", required_argument, NULL, OPT_CLUSTERS},
+      {"cluster-min", required_argument, NULL, OPT_CLUSTER_MIN},
+      {"cluster-max", required_argument, NULL, OPT_CLUSTER_MAX},
+      {"margin", required_argument, NULL, OPT_MARGIN},
+      {"patch-mpp", required_argument, NULL, OPT_PATCH_MPP},
+      {"augment", no_argument, NULL, OPT_AUGMENT},
+      {"reuse", required_argument, NULL, OPT_REUSE},
+      {"cache-mb", required_argument, NULL, OPT_CACHE},
+      {"jpeg-quality", required_argument, NULL, OPT_QUALITY},
+      {"prefix", required_argument, NULL, OPT_PREFIX},
+      {"threads", required_argument, NULL, OPT_THREADS},
+      {"seed", required_argument, NULL, OPT_SEED},
+      {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  const char *cmd = "simulate mosaic";
+  nic_mosaic_opts o = nic_mosaic_default_opts();
+  const char *out = NULL;
+  progress pr = {"slides", now_s(), 0};
+  int c, bad = 0;
+  while ((c = getopt_long(argc, argv, "p:o:n:qh", opts, NULL)) != -1) {
+    switch (c) {
+    case 'p':
+      o.patches = optarg;
+      break;
+    case 'o':
+      out = optarg;
+      break;
+    case OPT_SPLIT:
+      o.split = optarg;
+      break;
+    case OPT_NEGATIVE:
+      o.negative_class = optarg;
+      break;
+    case OPT_POSITIVE:
+      o.positive_class = optarg;
+      break;
+    case 'n':
+      bad = cli_parse_int(cmd, "--slides", optarg, 1, &o.slides);
+      break;
+    case OPT_POSITIVE_FRACTION:
+      bad = cli_parse_double(cmd, "--positive-fraction", optarg, &o.positive_fraction);
+      break;
+    case OPT_TISSUE_PATCHES:
+      bad = cli_parse_int(cmd, "--tissue-patches", optarg, 1, &o.tissue_patches);
+      break;
+    case OPT_TISSUE_SPREAD:
+      bad = cli_parse_double(cmd, "--tissue-spread", optarg, &o.tissue_spread);
+      break;
+    case OPT_TISSUE_SHAPE:
+      if (!strcmp(optarg, "blob"))
+        o.shape = NIC_MOSAIC_BLOB;
+      else if (!strcmp(optarg, "rect"))
+        o.shape = NIC_MOSAIC_RECT;
+      else if (!strcmp(optarg, "mixed"))
+        o.shape = NIC_MOSAIC_MIXED;
+      else
+        return cli_usage(cmd, "--shape expects blob, rect or mixed, got '%s'", optarg);
+      break;
+    case OPT_CLUSTERS:
+      bad = cli_parse_int(cmd, "--clusters", optarg, 1, &o.clusters);
+      break;
+    case OPT_CLUSTER_MIN:
+      bad = cli_parse_int(cmd, "--cluster-min", optarg, 1, &o.cluster_min);
+      break;
+    case OPT_CLUSTER_MAX:
+      bad = cli_parse_int(cmd, "--cluster-max", optarg, 1, &o.cluster_max);
+      break;
+    case OPT_MARGIN:
+      bad = cli_parse_int(cmd, "--margin", optarg, 0, &o.margin);
+      break;
+    case OPT_PATCH_MPP:
+      bad = cli_parse_double(cmd, "--patch-mpp", optarg, &o.patch_mpp);
+      break;
+    case OPT_AUGMENT:
+      o.augment = 1;
+      break;
+    case OPT_REUSE:
+      if (!strcmp(optarg, "auto"))
+        o.reuse = NIC_MOSAIC_REUSE_AUTO;
+      else if (!strcmp(optarg, "never"))
+        o.reuse = NIC_MOSAIC_REUSE_NEVER;
+      else if (!strcmp(optarg, "always"))
+        o.reuse = NIC_MOSAIC_REUSE_ALWAYS;
+      else
+        return cli_usage(cmd, "--reuse expects auto, never or always, got '%s'", optarg);
+      break;
+    case OPT_CACHE:
+      bad = cli_parse_int(cmd, "--cache-mb", optarg, 0, &o.cache_mb);
+      break;
+    case OPT_QUALITY:
+      bad = cli_parse_int(cmd, "--jpeg-quality", optarg, 1, &o.jpeg_quality);
+      break;
+    case OPT_PREFIX:
+      o.prefix = optarg;
+      break;
+    case OPT_THREADS:
+      bad = cli_parse_int(cmd, "--threads", optarg, 0, &o.threads);
+      break;
+    case OPT_SEED:
+      bad = parse_seed(cmd, optarg, &o.seed);
+      break;
+    case 'q':
+      pr.quiet = 1;
+      break;
+    case 'h':
+      mosaic_usage(stdout);
+      return 0;
+    default:
+      return cli_usage(cmd, "unknown option");
+    }
+    if (bad) return 2;
+  }
+  if (optind != argc) return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+  if (!o.patches) return cli_usage(cmd, "missing --patches DIR");
+  if (!out) return cli_usage(cmd, "missing -o OUTDIR");
+  nic_error err = {0};
+  if (nic_mosaic_check(&o, &err) != NIC_OK) return cli_usage(cmd, "%s", err.msg);
+  o.progress = on_progress;
+  o.progress_user = &pr;
+  o.warning = on_warning;
+  if (nic_mosaic_generate(&o, out, &err) != NIC_OK) return cli_fail(&err);
+  printf("wrote %d slide%s (%d positive) from %s to %s in %.1f s\n", o.slides,
+         o.slides == 1 ? "" : "s", (int)(o.slides * o.positive_fraction + 1e-9), o.patches, out,
+         now_s() - pr.t0);
+  return 0;
+}
+
 int cmd_simulate(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
@@ -507,6 +727,7 @@ int cmd_simulate(int argc, char **argv) {
   if (!strcmp(kind, "needle-mnist")) return sim_needle(argc - 1, argv + 1);
   if (!strcmp(kind, "histo")) return sim_histo(argc - 1, argv + 1);
   if (!strcmp(kind, "histo-patches")) return sim_patches(argc - 1, argv + 1);
+  if (!strcmp(kind, "mosaic")) return sim_mosaic(argc - 1, argv + 1);
   fprintf(stderr, "nic simulate: unknown kind '%s'\n\n", kind);
   usage(stderr);
   return 2;

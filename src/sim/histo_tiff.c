@@ -1,7 +1,10 @@
 /* Writes a simulated slide as a pyramidal tiled TIFF that OpenSlide reads
  * as "generic-tiff": one directory per level in the main chain, largest
  * first, 256x256 JPEG tiles (YCbCr 4:2:0, each tile a complete JPEG
- * stream), resolution in px/cm.
+ * stream), resolution in px/cm. The writer (sim_tiff_write) takes its
+ * level-0 pixels from a callback, so every simulator that makes slides
+ * (histo, mosaic) shares it; nic_histo_write_tiff plugs in the histo
+ * renderer.
  *
  * Memory is bounded by a row of tiles. Level 0 is rendered one row of
  * tiles at a time (tiles in parallel) and compressed in parallel; while
@@ -143,13 +146,13 @@ typedef struct writer {
   uint8_t *half; /* the row of tiles downsampled */
   uint8_t **jpg; /* compressed tiles of the row */
   size_t *jlen;
-  histo_scratch *scr; /* per thread */
+  const sim_tiff_src *slide; /* where level 0 comes from */
 } writer;
 
 /* Fills (level 0: renders; lower levels: already read) and compresses the
  * ntx tiles of a row in parallel, then appends them to the directory. */
-static nic_status tile_row(writer *w, const nic_histo_layout *l, int level, int width, int ty,
-                           int ntx, int rows, nic_error *err) {
+static nic_status tile_row(writer *w, int level, int width, int ty, int ntx, int rows,
+                           nic_error *err) {
   int failed = 0;
   nic_error first = {0};
 #pragma omp parallel for schedule(dynamic) num_threads(w->nthreads)
@@ -159,8 +162,8 @@ static nic_status tile_row(writer *w, const nic_histo_layout *l, int level, int 
     nic_error e = {0};
     nic_status s = NIC_OK;
     if (level == 0)
-      s = histo_render_rect(l, x, ty * HISTO_TILE, tw, rows, tile, (int)w->stride, NULL, NULL,
-                            &w->scr[omp_get_thread_num()], &e);
+      s = w->slide->fill(w->slide->user, omp_get_thread_num(), x, ty * HISTO_TILE, tw, rows, tile,
+                         (int)w->stride, &e);
     pad_tile(tile, w->stride, tw, rows);
     if (s == NIC_OK)
       s = sim_jpeg_encode(tile, HISTO_TILE, HISTO_TILE, w->stride, w->quality, &w->jpg[tx],
@@ -194,27 +197,27 @@ static nic_status read_rows(writer *w, FILE *f, int width, int rows, nic_error *
   return NIC_OK;
 }
 
-nic_status nic_histo_write_tiff(const nic_histo_layout *l, const char *path, int jpeg_quality,
-                                int threads, nic_error *err) {
+nic_status sim_tiff_write(const sim_tiff_src *slide, const char *path, int jpeg_quality,
+                          int threads, nic_error *err) {
   int dims[MAX_LEVELS][2];
-  int nlev = nic_histo_levels(l->info.width, l->info.height, dims);
+  int nlev = nic_histo_levels(slide->width, slide->height, dims);
   if (jpeg_quality < 1 || jpeg_quality > 100)
     return nic_err(err, NIC_EINVAL, "JPEG quality %d not in 1..100", jpeg_quality);
   writer w = {0};
   w.path = path;
   w.quality = jpeg_quality;
-  w.nthreads = threads > 0 ? threads : omp_get_max_threads();
-  int ntx0 = (l->info.width + HISTO_TILE - 1) / HISTO_TILE;
+  w.nthreads = sim_threads(threads);
+  w.slide = slide;
+  int ntx0 = (slide->width + HISTO_TILE - 1) / HISTO_TILE;
   w.stride = (size_t)ntx0 * HISTO_TILE * 3;
   w.row = malloc(w.stride * HISTO_TILE);
   w.jpg = calloc((size_t)ntx0, sizeof *w.jpg);
   w.jlen = calloc((size_t)ntx0, sizeof *w.jlen);
-  w.scr = calloc((size_t)w.nthreads, sizeof *w.scr);
   w.half = malloc(w.stride * HISTO_TILE / 4 + 3);
   FILE *src = NULL, *dst = NULL;
   nic_status s = NIC_OK;
   TIFFOpenOptions *oo = NULL;
-  if (!w.row || !w.jpg || !w.jlen || !w.scr || !w.half) {
+  if (!w.row || !w.jpg || !w.jlen || !w.half) {
     s = nic_err(err, NIC_ENOMEM, "out of memory writing %s", path);
     goto done;
   }
@@ -235,19 +238,19 @@ nic_status nic_histo_write_tiff(const nic_histo_layout *l, const char *path, int
     goto done;
   }
   char desc[256];
-  snprintf(desc, sizeof desc, "nic simulated H&E slide; mpp=%.9g; width=%d; height=%d; levels=%d",
-           l->mpp, l->info.width, l->info.height, nlev);
+  snprintf(desc, sizeof desc, "%s; mpp=%.9g; width=%d; height=%d; levels=%d", slide->what,
+           slide->mpp, slide->width, slide->height, nlev);
 
   for (int k = 0; k < nlev && s == NIC_OK; k++) {
     int lw = dims[k][0], lh = dims[k][1];
     int ntx = (lw + HISTO_TILE - 1) / HISTO_TILE, nty = (lh + HISTO_TILE - 1) / HISTO_TILE;
-    set_level_tags(w.tif, k, lw, lh, l->mpp, k == 0 ? desc : NULL);
+    set_level_tags(w.tif, k, lw, lh, slide->mpp, k == 0 ? desc : NULL);
     if (k + 1 < nlev && (s = temp_file(&dst, path, err)) != NIC_OK) break;
     if (src) rewind(src);
     for (int ty = 0; ty < nty && s == NIC_OK; ty++) {
       int rows = lh - ty * HISTO_TILE < HISTO_TILE ? lh - ty * HISTO_TILE : HISTO_TILE;
       if (k > 0) s = read_rows(&w, src, lw, rows, err);
-      if (s == NIC_OK) s = tile_row(&w, l, k, lw, ty, ntx, rows, err);
+      if (s == NIC_OK) s = tile_row(&w, k, lw, ty, ntx, rows, err);
       if (s == NIC_OK && dst)
         s = downsample_rows(w.row, w.stride, lw, rows, dst, w.half, w.nthreads, err);
     }
@@ -270,13 +273,36 @@ done:
     TIFFClose(w.tif);
   }
   if (oo) TIFFOpenOptionsFree(oo);
-  if (w.scr)
-    for (int t = 0; t < w.nthreads; t++) histo_scratch_free(&w.scr[t]);
-  free(w.scr);
   free(w.row);
   free(w.jpg);
   free(w.jlen);
   free(w.half);
   if (s != NIC_OK) unlink(path);
+  return s;
+}
+
+/* ---- the histo slides ---- */
+
+typedef struct histo_fill_ctx {
+  const nic_histo_layout *l;
+  histo_scratch *scr; /* one per thread */
+} histo_fill_ctx;
+
+static nic_status histo_fill(void *user, int thread, int x, int y, int w, int h, uint8_t *rgb,
+                             int stride, nic_error *err) {
+  histo_fill_ctx *c = user;
+  return histo_render_rect(c->l, x, y, w, h, rgb, stride, NULL, NULL, &c->scr[thread], err);
+}
+
+nic_status nic_histo_write_tiff(const nic_histo_layout *l, const char *path, int jpeg_quality,
+                                int threads, nic_error *err) {
+  int nthreads = sim_threads(threads);
+  histo_fill_ctx c = {l, calloc((size_t)nthreads, sizeof(histo_scratch))};
+  if (!c.scr) return nic_err(err, NIC_ENOMEM, "out of memory writing %s", path);
+  sim_tiff_src src = {
+      l->info.width, l->info.height, l->mpp, "nic simulated H&E slide", histo_fill, &c};
+  nic_status s = sim_tiff_write(&src, path, jpeg_quality, nthreads, err);
+  for (int t = 0; t < nthreads; t++) histo_scratch_free(&c.scr[t]);
+  free(c.scr);
   return s;
 }

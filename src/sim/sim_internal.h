@@ -70,4 +70,35 @@ nic_status sim_jpeg_encode(const uint8_t *rgb, int w, int h, size_t stride, int 
 /* Writes a buffer to a file. */
 nic_status sim_write_file(const char *path, const void *data, size_t n, nic_error *err);
 
+/* Threads to use for a `threads` option: itself when > 0, else OpenMP's
+ * default. */
+int sim_threads(int threads);
+
+/* ---- Pyramidal TIFF slides (histo_tiff.c) ----
+ * The layout of the file is described at nic_histo_write_tiff (sim.h) and
+ * in docs/simulate.md: 256x256 JPEG tiles, levels halved until the longer
+ * side is under 1024 px, resolution in px/cm and "mpp=" in level 0's
+ * ImageDescription. */
+
+/* Fills the level-0 rectangle [x, x+w) x [y, y+h), which always lies inside
+ * the slide, into rgb (3 bytes a pixel, `stride` bytes a row). Called from
+ * several threads at once; `thread` (0 .. nthreads-1 of sim_tiff_write)
+ * lets the callee keep per-thread scratch. */
+typedef nic_status (*sim_tiff_fill_fn)(void *user, int thread, int x, int y, int w, int h,
+                                       uint8_t *rgb, int stride, nic_error *err);
+
+typedef struct sim_tiff_src {
+  int width, height; /* level 0, px */
+  double mpp;        /* um per px at level 0 */
+  const char *what;  /* ImageDescription's lead, e.g. "nic simulated H&E slide" */
+  sim_tiff_fill_fn fill;
+  void *user;
+} sim_tiff_src;
+
+/* Writes the slide whose pixels come from slide->fill. Memory stays at a
+ * few rows of tiles; lower levels go through temporary files beside path.
+ * The file is removed on failure. threads <= 0 means OpenMP's default. */
+nic_status sim_tiff_write(const sim_tiff_src *slide, const char *path, int jpeg_quality,
+                          int threads, nic_error *err);
+
 #endif

@@ -4,6 +4,7 @@
  * nic_error naming the file. */
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,6 +42,10 @@ void sim_shuffle_int(nic_rng *r, int *a, int n) {
     a[i] = a[j];
     a[j] = t;
   }
+}
+
+int sim_threads(int threads) {
+  return threads > 0 ? threads : omp_get_max_threads();
 }
 
 nic_status sim_mkdirs(const char *dir, nic_error *err) {
