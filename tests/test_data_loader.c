@@ -8,11 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
-#include <jpeglib.h>
 
 #include "nic/data.h"
 #include "testutil.h"
@@ -40,29 +38,6 @@ static void write_png(const char *path, const uint8_t *px, int w, int h) {
   if (!png_image_write_to_file(&img, path, 0, px, 0, NULL)) die(img.message, path);
 }
 
-static void write_jpeg(const char *path, const uint8_t *px, int w, int h) {
-  FILE *f = fopen(path, "wb");
-  if (!f) die(strerror(errno), path);
-  struct jpeg_compress_struct c;
-  struct jpeg_error_mgr em;
-  c.err = jpeg_std_error(&em);
-  jpeg_create_compress(&c);
-  jpeg_stdio_dest(&c, f);
-  c.image_width = (JDIMENSION)w;
-  c.image_height = (JDIMENSION)h;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, 90, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = (JSAMPROW)(px + (size_t)c.next_scanline * (size_t)w * 3);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  fclose(f);
-}
 
 /* idx files of N grey 12 x 12 images. constant != 0: every pixel of item i
  * is i (so a patch names its item); else a per-item pattern. */
@@ -570,117 +545,6 @@ static void test_multitask(void) {
   nic_dataset_free(ds[1]);
 }
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* CPU seconds used by this process so far (all threads). */
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
-/* Patches per second over whole epochs of `l`, for about `seconds` of
- * wall time; *per_cpu gets patches per CPU second, which does not depend on
- * what else the machine runs (2 x that is the rate on 2 free cores). */
-static double measure(nic_loader *l, double seconds, double *per_cpu) {
-  double t0 = now(), c0 = cpu_seconds();
-  int64_t n = 0;
-  for (int64_t epoch = 0; now() - t0 < seconds; epoch++) {
-    nic_error e = {0};
-    nic_loader_start_epoch(l, epoch, &e);
-    const nic_batch *b;
-    while (nic_loader_next(l, &b, &e) == NIC_OK && b) n += b->n;
-  }
-  *per_cpu = (double)n / (cpu_seconds() - c0);
-  return (double)n / (now() - t0);
-}
-
-static void test_throughput(void) {
-  /* PatchCamelyon-like: 96x96 JPEGs at 0.972 um/px, loaded as 128x128 at
-   * 0.5 um/px with the default augmentation on 2 worker threads. */
-  int sanitized = getenv("NIC_SANITIZED") != NULL;
-  int N = sanitized ? 64 : 512;
-  char dir[512], path[1024];
-  snprintf(dir, sizeof dir, "%s/speed", tmp);
-  mkdir(dir, 0755);
-  for (int c = 0; c < 2; c++) {
-    snprintf(path, sizeof path, "%s/%d", dir, c);
-    mkdir(path, 0755);
-  }
-  uint8_t *px = malloc(96 * 96 * 3);
-  nic_rng r;
-  nic_rng_seed(&r, 1);
-  for (int i = 0; i < N; i++) {
-    /* Smooth pink/purple blobs with a little noise, roughly H&E-like. */
-    double fx = 0.05 + 0.1 * nic_rng_uniform(&r), fy = 0.05 + 0.1 * nic_rng_uniform(&r);
-    for (int y = 0; y < 96; y++)
-      for (int x = 0; x < 96; x++) {
-        double s = 0.5 + 0.5 * sin(x * fx) * cos(y * fy);
-        uint8_t *p = px + (y * 96 + x) * 3;
-        int noise = (int)nic_rng_below(&r, 9) - 4;
-        p[0] = (uint8_t)(200 - 90 * s + noise);
-        p[1] = (uint8_t)(160 - 110 * s + noise);
-        p[2] = (uint8_t)(210 - 50 * s + noise);
-      }
-    snprintf(path, sizeof path, "%s/%d/%04d.jpg", dir, i % 2, i);
-    write_jpeg(path, px, 96, 96);
-  }
-  free(px);
-  nic_dataset *ds = NULL;
-  nic_dataset_opts dopt = nic_dataset_default_opts();
-  dopt.mpp = NIC_PCAM_MPP;
-  CHECK_OK(nic_dataset_open_folder(&ds, dir, &dopt, &_e));
-  if (!ds) return;
-  nic_augment a = nic_augment_default();
-  nic_loader_opts o = nic_loader_default_opts();
-  o.augment = &a; /* defaults: batch 64, 128 px at 0.5 um/px, 2 threads, shuffle */
-  nic_loader *l = NULL;
-  CHECK_OK(nic_loader_create(&l, &ds, 1, &o, &_e));
-  if (!l) return;
-  double per_cpu, rate = measure(l, sanitized ? 0.5 : 2.0, &per_cpu);
-  printf("  loader: %.0f patches/s, %.0f per CPU second (96 px JPEG at 0.972 -> 128 px at "
-         "0.5 um/px, default augmentation, 2 threads)\n",
-         rate, per_cpu);
-  nic_loader_free(l);
-  o.augment = NULL;
-  CHECK_OK(nic_loader_create(&l, &ds, 1, &o, &_e));
-  if (l) {
-    double r2 = measure(l, sanitized ? 0.3 : 1.0, &per_cpu);
-    printf("  loader: %.0f patches/s, %.0f per CPU second without augmentation\n", r2, per_cpu);
-  }
-  nic_loader_free(l);
-  /* A loose floor: catches a pathological slowdown, not machine noise. */
-  if (!sanitized) CHECK(rate > 300);
-  nic_dataset_free(ds);
-
-  /* The real PatchCamelyon folder, when there. */
-  const char *shared = nic_test_shared_dir();
-  char root[1024];
-  struct stat st;
-  if (shared) snprintf(root, sizeof root, "%s/data/pcam", shared);
-  if (!shared || sanitized || stat(root, &st) != 0) return;
-  CHECK_OK(nic_dataset_open(&ds, root, &dopt, &_e));
-  if (!ds) return;
-  o.augment = &a;
-  o.split = NIC_SPLIT_TRAIN;
-  o.sampling = NIC_SAMPLE_BALANCED;
-  o.epoch_size = 2048;
-  CHECK_OK(nic_loader_create(&l, &ds, 1, &o, &_e));
-  if (l) {
-    double r3 = measure(l, 2.0, &per_cpu);
-    printf("  loader: %.0f patches/s, %.0f per CPU second on ../shared/data/pcam (balanced, "
-           "default augmentation)\n",
-           r3, per_cpu);
-  }
-  nic_loader_free(l);
-  nic_dataset_free(ds);
-}
-
 int main(void) {
   tmp = nic_test_tmpdir();
   write_idx("seq", 103, 1, label_mod3);
@@ -693,6 +557,5 @@ int main(void) {
   RUN(test_broken);
   RUN(test_restart_and_shutdown);
   RUN(test_multitask);
-  RUN(test_throughput);
   return nic_test_finish();
 }
