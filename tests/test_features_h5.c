@@ -1022,7 +1022,6 @@ static void test_large(void) {
          data_mb, t1 - t0, grew_kb / 1024.0);
   /* Sanitizers keep freed memory in quarantine, so RSS says little there. */
   if (!sanitized) CHECK(grew_kb / 1024.0 < data_mb / 4);
-  CHECK(t1 - t0 < 20);
 
   nic_features_reader *rd = NULL;
   CHECK_OK(nic_features_open(&rd, path, &err)); /* validates every coords row */
