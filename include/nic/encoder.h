@@ -22,6 +22,21 @@ nic_status nic_encoder_build_nic(nic_model **out, int embed_dim, nic_error *err)
  * weights, BN statistics and metadata set. */
 nic_status nic_encoder_import_keras(nic_model **out, const char *h5_path, nic_error *err);
 
+/* resnet-small: a ResNet-18-style encoder sized for CPUs, with the NIC
+ * encoder's input (128x128 RGB at 0.5 um/px, [-1, 1], 2x2 average pool to
+ * 64x64): a 3x3/2 stem of 32 filters, then four stages of two residual
+ * blocks (32, 64, 128, 256 filters at 32, 16, 8, 4 px; each block conv 3x3
+ * + BN + ReLU, conv 3x3 + BN, plus the input or a 1x1/2 projection + BN,
+ * then ReLU), global average pooling and a linear dense layer to embed_dim.
+ * About 3x the NIC encoder's compute. The last batch norm of each residual
+ * branch starts with gamma 0, so every block starts as the identity. */
+nic_status nic_encoder_build_resnet_small(nic_model **out, int embed_dim, nic_error *err);
+
+/* An untrained encoder by architecture name: "nic" or "resnet-small"; the
+ * weights still need nic_model_init_params. Sets the metadata
+ * architecture_name. */
+nic_status nic_encoder_build_arch(nic_model **out, const char *arch, int embed_dim, nic_error *err);
+
 #ifdef __cplusplus
 }
 #endif

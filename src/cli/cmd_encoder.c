@@ -4,14 +4,19 @@
  *   nic encoder import IN.h5 -o OUT.safetensors
  *   nic encoder embed --model M [--batch N] [--threads N] [--resize] IMAGE...
  *   nic encoder info M
+ *   nic encoder train --task NAME=DATASET[,key=value...] ... -o OUT.safetensors
+ *   nic encoder probe --model M --train DATASET --test DATASET
  */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "nic/encoder.h"
+#include "nic/encoder_train.h"
 #include "nic/image.h"
 /* Private headers, for what the public API does not expose: quoting JSON
  * strings, and listing every metadata key in 'info'. */
@@ -28,6 +33,9 @@ static void usage(FILE *f) {
              "  import   convert a published Keras encoder (.h5) to a nic model file\n"
              "  embed    print the embedding of each image patch\n"
              "  info     describe a model file: input, layers, parameters, metadata\n"
+             "  train    train an encoder on labelled patch datasets (multitask), or\n"
+             "           unsupervised (contrastive, autoencoder)\n"
+             "  probe    linear-probe accuracy of an encoder's embeddings on a dataset\n"
              "\n"
              "'nic encoder <subcommand> -h' explains each one's options.\n");
 }
@@ -357,6 +365,10 @@ static int cmd_info(int argc, char **argv) {
   return 0;
 }
 
+/* train and probe: see the end of this file */
+static int cmd_train(int argc, char **argv);
+static int cmd_probe(int argc, char **argv);
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 int cmd_encoder(int argc, char **argv) {
@@ -373,7 +385,806 @@ int cmd_encoder(int argc, char **argv) {
   if (!strcmp(sub, "import")) return cmd_import(argc - 1, argv + 1);
   if (!strcmp(sub, "embed")) return cmd_embed(argc - 1, argv + 1);
   if (!strcmp(sub, "info")) return cmd_info(argc - 1, argv + 1);
+  if (!strcmp(sub, "train")) return cmd_train(argc - 1, argv + 1);
+  if (!strcmp(sub, "probe")) return cmd_probe(argc - 1, argv + 1);
   fprintf(stderr, "nic encoder: unknown subcommand '%s'\n\n", sub);
   usage(stderr);
   return 2;
+}
+
+/* ---- train ------------------------------------------------------------------------ */
+
+static void train_usage(FILE *f) {
+  fprintf(f, "usage: nic encoder train --task NAME=DATASET[,key=value...] [--task ...]\n"
+             "                         -o OUT.safetensors [options]\n"
+             "\n"
+             "Trains a patch encoder on one or more labelled patch datasets at once (multitask:\n"
+             "a shared encoder with one head per task, as the MTL-NIC encoder), or without\n"
+             "labels (--unsupervised). Writes OUT (the encoder with the best validation result),\n"
+             "OUT's model card (.card.json, also in OUT's metadata) and a checkpoint\n"
+             "(OUT.ckpt.safetensors) after every epoch. See docs/encoder-training.md.\n"
+             "\n"
+             "tasks (repeat --task; DATASET is anything 'nic' reads: a folder per class, split\n"
+             "folders, a CSV path,label[,split], PatchCamelyon *_x.h5, MNIST idx files):\n"
+             "  --task NAME=DATASET[,kind=class|regression|auto][,weight=W][,mpp=UM_PER_PX]\n"
+             "         [,valid=FRACTION][,holdout=FRACTION][,max-train=N][,max-valid=N]\n"
+             "         [,balanced=0|1]\n"
+             "      kind      default auto: from the labels (CSV numbers with a fraction:\n"
+             "                regression; anything else: classes)\n"
+             "      weight    the task's loss weight (1)\n"
+             "      mpp       the items' spacing when the dataset does not declare it\n"
+             "                (PatchCamelyon folders: 0.972); items are resampled to the\n"
+             "                encoder's 128 px at 0.5 um/px\n"
+             "      valid     share of items without a split that validate, stratified (0.1)\n"
+             "      holdout   validate on this share of the training items instead of the\n"
+             "                dataset's valid split (keeps that split unseen, e.g. for probing)\n"
+             "      max-train, max-valid   seeded random subsets (0 = all)\n"
+             "      balanced  class-balanced sampling for this task (default: --balanced)\n"
+             "\n"
+             "model:\n"
+             "  -o, --output FILE        the encoder to write (required)\n"
+             "      --arch NAME          nic (default; the published NIC/MTL-NIC encoder's\n"
+             "                           architecture and input) or resnet-small\n"
+             "      --embed-dim N        embedding size (128)\n"
+             "      --head-hidden N      a hidden ReLU layer of N units in each task head\n"
+             "                           (0 = linear heads, default)\n"
+             "      --bn-momentum M      batch-norm running-average momentum, Keras sense (0.9)\n"
+             "      --unsupervised KIND  contrastive (SimCLR NT-Xent on two augmented views)\n"
+             "                           or autoencoder (dense decoder to a 32x32 thumbnail);\n"
+             "                           the tasks' labels are then ignored\n"
+             "      --temperature T      contrastive temperature (0.2)\n"
+             "      --proj-dim N         contrastive projection size (64)\n"
+             "      --name NAME          encoder_name in the metadata (default: file name)\n"
+             "\n"
+             "training:\n"
+             "      --epochs N           at most N epochs (10)\n"
+             "      --steps-per-epoch N  optimizer steps per epoch (default: one pass over the\n"
+             "                           training items)\n"
+             "      --batch N            patches per step (64; contrastive: images, 2 views each)\n"
+             "      --sampling MODE      how batches mix tasks: proportional (to their training\n"
+             "                           items; default), uniform (equal shares) or round-robin\n"
+             "                           (each batch from one task in turn)\n"
+             "      --balanced           class-balanced sampling within each task\n"
+             "      --optimizer NAME     adamw (default), adam or sgd\n"
+             "      --lr X               learning rate (1e-3)\n"
+             "      --weight-decay X     (1e-4; decoupled for adamw)\n"
+             "      --momentum X         sgd momentum (0.9)\n"
+             "      --clip-norm X        clip the global gradient norm (0 = off)\n"
+             "      --schedule NAME      cosine (default), constant, step (x0.1 every third of\n"
+             "                           the epochs) or plateau (x0.5 after 2 epochs without a\n"
+             "                           better monitor)\n"
+             "      --warmup N           cosine: linear warm-up epochs (0)\n"
+             "      --min-lr X           cosine/plateau floor (0)\n"
+             "      --patience N         stop after N epochs without a better monitor (0 = never)\n"
+             "      --monitor WHAT       loss (weighted validation loss; default) or\n"
+             "                           TASK.METRIC with METRIC accuracy, balanced_accuracy,\n"
+             "                           auc, mae, loss or top1 (contrastive)\n"
+             "      --resume             continue from OUT.ckpt.safetensors (same tasks and\n"
+             "                           architecture; the seed is taken from the checkpoint)\n"
+             "      --seed N             initialisation, order, augmentation (1)\n"
+             "      --threads N          compute threads (0 = all cores)\n"
+             "      --loader-threads N   decoding threads per task (1)\n"
+             "      --progress MODE      auto (bar on a terminal), bar, plain or none\n"
+             "\n"
+             "augmentation (training only; each off at 0):\n"
+             "      --augment PRESET     default, none or strong (the contrastive default)\n"
+             "      --aug-dihedral 0|1   random flips and 90-degree rotations (1)\n"
+             "      --aug-zoom Z         scale jitter, zoom in [1/(1+Z), 1+Z] (0.1)\n"
+             "      --aug-hed X          HED stain jitter: scale and shift both X (0.05)\n"
+             "      --aug-hed-scale X, --aug-hed-shift X   the two separately\n"
+             "      --aug-brightness X, --aug-contrast X, --aug-saturation X   (0.1 each)\n"
+             "      --aug-hue X          hue shift in turns (0.03)\n"
+             "      --aug-blur P         probability of a Gaussian blur (0.2)\n"
+             "      --aug-blur-sigma LO:HI  its sigma range in pixels (0.1:1)\n"
+             "      --aug-noise X        Gaussian noise sigma up to X grey levels (3)\n"
+             "  -h, --help               this text\n");
+}
+
+/* The strong preset: colour and scale jitter for contrastive views. */
+static nic_augment augment_strong(void) {
+  nic_augment a = nic_augment_default();
+  a.zoom = 0.3f;
+  a.hed_scale = a.hed_shift = 0.1f;
+  a.brightness = a.contrast = a.saturation = 0.3f;
+  a.hue = 0.08f;
+  a.blur_prob = 0.5f;
+  a.blur_min = 0.1f;
+  a.blur_max = 2.0f;
+  a.noise = 5.0f;
+  return a;
+}
+
+/* "nic encoder train ..." for the model card; arguments with spaces quoted. */
+static char *join_command(int argc, char **argv) {
+  size_t n = 32;
+  for (int i = 0; i < argc; i++) n += strlen(argv[i]) + 3;
+  char *s = malloc(n);
+  if (!s) return NULL;
+  size_t len = (size_t)snprintf(s, n, "nic encoder");
+  for (int i = 0; i < argc; i++)
+    len +=
+        (size_t)snprintf(s + len, n - len, strpbrk(argv[i], " \t'\"") ? " '%s'" : " %s", argv[i]);
+  return s;
+}
+
+typedef struct train_ui {
+  cli_progress bar;
+  int epochs;
+  int patches_per_step;
+  double run_seconds; /* training seconds of the epochs seen */
+  int epochs_seen;
+} train_ui;
+
+static void train_log(void *user, const char *line) {
+  train_ui *ui = user;
+  cli_progress_clear(&ui->bar);
+  printf("%s\n", line);
+  fflush(stdout);
+}
+
+static void train_progress(void *user, const nic_enc_progress *p) {
+  train_ui *ui = user;
+  if (!p->end) {
+    if (p->step == 1) {
+      char label[64];
+      snprintf(label, sizeof label, "epoch %d/%d", p->epoch + 1, p->epochs);
+      cli_progress_start(&ui->bar, label, p->steps * ui->patches_per_step, "patches");
+    }
+    cli_progress_update(&ui->bar, p->samples);
+    return;
+  }
+  cli_progress_end(&ui->bar);
+  ui->run_seconds += p->seconds;
+  ui->epochs_seen++;
+  char eta[48] = "";
+  int left = p->stopping ? 0 : p->epochs - p->epoch - 1;
+  if (left > 0) {
+    char d[24];
+    cli_format_duration(left * ui->run_seconds / ui->epochs_seen, d, sizeof d);
+    snprintf(eta, sizeof eta, ", run ETA %s", d);
+  }
+  char mon[48] = "";
+  if (!isnan(p->monitor))
+    snprintf(mon, sizeof mon, " | monitor %.4f%s", p->monitor, p->improved ? " (best)" : "");
+  printf("epoch %d/%d: train loss %.4f, %.0f s, %.1f patches/s%s | %s%s\n", p->epoch + 1,
+         p->epochs, p->loss, p->seconds, p->seconds > 0 ? (double)p->samples / p->seconds : 0.0,
+         eta, p->summary, mon);
+  if (p->stopping) printf("early stopping: no better monitor for the last epochs\n");
+  fflush(stdout);
+}
+
+static int parse_choice(const char *flag, const char *v, const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (!strcmp(v, names[i])) return i;
+  cli_usage("encoder train", "%s: unknown value '%s'", flag, v);
+  return -1;
+}
+
+/* Parses "LO:HI". */
+static int parse_range(const char *v, float *lo, float *hi) {
+  char *end = NULL;
+  double a = strtod(v, &end);
+  if (end == v || *end != ':') return -1;
+  const char *b = end + 1;
+  double c = strtod(b, &end);
+  if (end == b || *end || a < 0 || c < a) return -1;
+  *lo = (float)a;
+  *hi = (float)c;
+  return 0;
+}
+
+enum {
+  T_ARCH = 1000,
+  T_EMBED,
+  T_HEAD,
+  T_BNMOM,
+  T_UNSUP,
+  T_TEMP,
+  T_PROJ,
+  T_NAME,
+  T_EPOCHS,
+  T_STEPS,
+  T_BATCH,
+  T_SAMPLING,
+  T_BALANCED,
+  T_OPTIM,
+  T_LR,
+  T_WD,
+  T_MOM,
+  T_CLIP,
+  T_SCHED,
+  T_WARMUP,
+  T_MINLR,
+  T_PATIENCE,
+  T_MONITOR,
+  T_RESUME,
+  T_SEED,
+  T_THREADS,
+  T_LTHREADS,
+  T_PROGRESS,
+  T_AUG,
+  T_DIHEDRAL,
+  T_ZOOM,
+  T_HED,
+  T_HEDSC,
+  T_HEDSH,
+  T_BRIGHT,
+  T_CONTRAST,
+  T_SAT,
+  T_HUE,
+  T_BLUR,
+  T_BLURSIG,
+  T_NOISE
+};
+
+/* Augmentation flags apply on top of the preset, in any order. */
+typedef struct aug_flag {
+  int code;
+  float value;
+} aug_flag;
+
+static int apply_aug_flag(nic_augment *a, const aug_flag *f) {
+  float v = f->value;
+  switch (f->code) {
+  case T_DIHEDRAL:
+    a->dihedral = v != 0;
+    break;
+  case T_ZOOM:
+    a->zoom = v;
+    break;
+  case T_HED:
+    a->hed_scale = a->hed_shift = v;
+    break;
+  case T_HEDSC:
+    a->hed_scale = v;
+    break;
+  case T_HEDSH:
+    a->hed_shift = v;
+    break;
+  case T_BRIGHT:
+    a->brightness = v;
+    break;
+  case T_CONTRAST:
+    a->contrast = v;
+    break;
+  case T_SAT:
+    a->saturation = v;
+    break;
+  case T_HUE:
+    a->hue = v;
+    break;
+  case T_BLUR:
+    a->blur_prob = v;
+    break;
+  case T_NOISE:
+    a->noise = v;
+    break;
+  default:
+    return -1;
+  }
+  return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+  static const struct option opts[] = {{"task", required_argument, NULL, 'T'},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {"arch", required_argument, NULL, T_ARCH},
+                                       {"embed-dim", required_argument, NULL, T_EMBED},
+                                       {"head-hidden", required_argument, NULL, T_HEAD},
+                                       {"bn-momentum", required_argument, NULL, T_BNMOM},
+                                       {"unsupervised", required_argument, NULL, T_UNSUP},
+                                       {"temperature", required_argument, NULL, T_TEMP},
+                                       {"proj-dim", required_argument, NULL, T_PROJ},
+                                       {"name", required_argument, NULL, T_NAME},
+                                       {"epochs", required_argument, NULL, T_EPOCHS},
+                                       {"steps-per-epoch", required_argument, NULL, T_STEPS},
+                                       {"batch", required_argument, NULL, T_BATCH},
+                                       {"sampling", required_argument, NULL, T_SAMPLING},
+                                       {"balanced", no_argument, NULL, T_BALANCED},
+                                       {"optimizer", required_argument, NULL, T_OPTIM},
+                                       {"lr", required_argument, NULL, T_LR},
+                                       {"weight-decay", required_argument, NULL, T_WD},
+                                       {"momentum", required_argument, NULL, T_MOM},
+                                       {"clip-norm", required_argument, NULL, T_CLIP},
+                                       {"schedule", required_argument, NULL, T_SCHED},
+                                       {"warmup", required_argument, NULL, T_WARMUP},
+                                       {"min-lr", required_argument, NULL, T_MINLR},
+                                       {"patience", required_argument, NULL, T_PATIENCE},
+                                       {"monitor", required_argument, NULL, T_MONITOR},
+                                       {"resume", no_argument, NULL, T_RESUME},
+                                       {"seed", required_argument, NULL, T_SEED},
+                                       {"threads", required_argument, NULL, T_THREADS},
+                                       {"loader-threads", required_argument, NULL, T_LTHREADS},
+                                       {"progress", required_argument, NULL, T_PROGRESS},
+                                       {"augment", required_argument, NULL, T_AUG},
+                                       {"aug-dihedral", required_argument, NULL, T_DIHEDRAL},
+                                       {"aug-zoom", required_argument, NULL, T_ZOOM},
+                                       {"aug-hed", required_argument, NULL, T_HED},
+                                       {"aug-hed-scale", required_argument, NULL, T_HEDSC},
+                                       {"aug-hed-shift", required_argument, NULL, T_HEDSH},
+                                       {"aug-brightness", required_argument, NULL, T_BRIGHT},
+                                       {"aug-contrast", required_argument, NULL, T_CONTRAST},
+                                       {"aug-saturation", required_argument, NULL, T_SAT},
+                                       {"aug-hue", required_argument, NULL, T_HUE},
+                                       {"aug-blur", required_argument, NULL, T_BLUR},
+                                       {"aug-blur-sigma", required_argument, NULL, T_BLURSIG},
+                                       {"aug-noise", required_argument, NULL, T_NOISE},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  static const char *const objectives[] = {"supervised", "contrastive", "autoencoder"};
+  static const char *const samplings[] = {"proportional", "uniform", "round-robin"};
+  static const char *const optims[] = {"sgd", "adam", "adamw"};
+  static const char *const scheds[] = {"constant", "step", "cosine", "plateau"};
+  static const char *const progs[] = {"auto", "bar", "plain", "none"};
+  static const char *const presets[] = {"default", "none", "strong"};
+  const char *cmd = "encoder train";
+  nic_enc_train_opts o = nic_enc_train_default_opts();
+  nic_enc_task *tasks = NULL;
+  aug_flag augf[64];
+  int ntasks = 0, naug = 0, threads = 0, preset = -1, progress = CLI_PROGRESS_AUTO, c, v, rc = 2;
+  int lr_set = 0, mom_set = 0;
+  double d;
+  float blur_lo = -1, blur_hi = -1;
+  nic_error err = {0};
+  char *cmdline = join_command(argc, argv);
+  while ((c = getopt_long(argc, argv, "T:o:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'T': {
+      nic_enc_task *nt = realloc(tasks, sizeof *tasks * (size_t)(ntasks + 1));
+      if (!nt) goto oom;
+      tasks = nt;
+      if (nic_enc_task_parse(optarg, &tasks[ntasks], &err) != NIC_OK) {
+        cli_usage(cmd, "--task: %s", err.msg);
+        goto done;
+      }
+      ntasks++;
+      break;
+    }
+    case 'o':
+      o.output = optarg;
+      break;
+    case T_ARCH:
+      o.arch = optarg;
+      break;
+    case T_EMBED:
+      if (cli_parse_int(cmd, "--embed-dim", optarg, 1, &o.embed_dim)) goto done;
+      break;
+    case T_HEAD:
+      if (cli_parse_int(cmd, "--head-hidden", optarg, 0, &o.head_hidden)) goto done;
+      break;
+    case T_BNMOM:
+      if (cli_parse_double(cmd, "--bn-momentum", optarg, &d)) goto done;
+      o.bn_momentum = (float)d;
+      break;
+    case T_UNSUP:
+      if ((v = parse_choice("--unsupervised", optarg, objectives, 3)) < 1) {
+        if (v == 0) cli_usage(cmd, "--unsupervised takes contrastive or autoencoder");
+        goto done;
+      }
+      o.objective = (nic_enc_objective)v;
+      break;
+    case T_TEMP:
+      if (cli_parse_double(cmd, "--temperature", optarg, &d)) goto done;
+      o.temperature = (float)d;
+      break;
+    case T_PROJ:
+      if (cli_parse_int(cmd, "--proj-dim", optarg, 1, &o.proj_dim)) goto done;
+      break;
+    case T_NAME:
+      o.name = optarg;
+      break;
+    case T_EPOCHS:
+      if (cli_parse_int(cmd, "--epochs", optarg, 1, &o.epochs)) goto done;
+      break;
+    case T_STEPS:
+      if (cli_parse_int(cmd, "--steps-per-epoch", optarg, 1, &v)) goto done;
+      o.steps_per_epoch = v;
+      break;
+    case T_BATCH:
+      if (cli_parse_int(cmd, "--batch", optarg, 2, &o.batch)) goto done;
+      break;
+    case T_SAMPLING:
+      if ((v = parse_choice("--sampling", optarg, samplings, 3)) < 0) goto done;
+      o.mix = (nic_enc_mix)v;
+      break;
+    case T_BALANCED:
+      o.balanced = 1;
+      break;
+    case T_OPTIM:
+      if ((v = parse_choice("--optimizer", optarg, optims, 3)) < 0) goto done;
+      o.opt.kind = (nic_opt_kind)v;
+      break;
+    case T_LR:
+      if (cli_parse_double(cmd, "--lr", optarg, &d)) goto done;
+      o.opt.lr = (float)d;
+      lr_set = 1;
+      break;
+    case T_WD:
+      if (cli_parse_double(cmd, "--weight-decay", optarg, &d)) goto done;
+      o.opt.weight_decay = (float)d;
+      break;
+    case T_MOM:
+      if (cli_parse_double(cmd, "--momentum", optarg, &d)) goto done;
+      o.opt.momentum = (float)d;
+      mom_set = 1;
+      break;
+    case T_CLIP:
+      if (cli_parse_double(cmd, "--clip-norm", optarg, &d)) goto done;
+      o.opt.clip_norm = (float)d;
+      break;
+    case T_SCHED:
+      if ((v = parse_choice("--schedule", optarg, scheds, 4)) < 0) goto done;
+      o.schedule = (nic_sched_kind)v;
+      break;
+    case T_WARMUP:
+      if (cli_parse_int(cmd, "--warmup", optarg, 0, &o.warmup)) goto done;
+      break;
+    case T_MINLR:
+      if (cli_parse_double(cmd, "--min-lr", optarg, &d)) goto done;
+      o.min_lr = (float)d;
+      break;
+    case T_PATIENCE:
+      if (cli_parse_int(cmd, "--patience", optarg, 0, &o.patience)) goto done;
+      break;
+    case T_MONITOR:
+      o.monitor = optarg;
+      break;
+    case T_RESUME:
+      o.resume = 1;
+      break;
+    case T_SEED:
+      if (cli_parse_int(cmd, "--seed", optarg, 0, &v)) goto done;
+      o.seed = (uint64_t)v;
+      break;
+    case T_THREADS:
+      if (cli_parse_int(cmd, "--threads", optarg, 0, &threads)) goto done;
+      break;
+    case T_LTHREADS:
+      if (cli_parse_int(cmd, "--loader-threads", optarg, 0, &o.loader_threads)) goto done;
+      break;
+    case T_PROGRESS:
+      if ((progress = parse_choice("--progress", optarg, progs, 4)) < 0) goto done;
+      break;
+    case T_AUG:
+      if ((preset = parse_choice("--augment", optarg, presets, 3)) < 0) goto done;
+      break;
+    case T_BLURSIG:
+      if (parse_range(optarg, &blur_lo, &blur_hi)) {
+        cli_usage(cmd, "--aug-blur-sigma expects LO:HI with 0 <= LO <= HI, got '%s'", optarg);
+        goto done;
+      }
+      break;
+    case 'h':
+      train_usage(stdout);
+      rc = 0;
+      goto done;
+    default:
+      if (c >= T_DIHEDRAL && c <= T_NOISE && naug < 64) {
+        const char *fl = "";
+        for (int i = 0; opts[i].name; i++)
+          if (opts[i].val == c) fl = opts[i].name;
+        if (cli_parse_double(cmd, fl, optarg, &d)) goto done;
+        if (d < 0 || (c == T_BLUR && d > 1)) {
+          cli_usage(cmd, "--%s must be >= 0%s, got '%s'", fl, c == T_BLUR ? " and <= 1" : "",
+                    optarg);
+          goto done;
+        }
+        augf[naug++] = (aug_flag){c, (float)d};
+        break;
+      }
+      cli_usage(cmd, "unknown option");
+      goto done;
+    }
+  }
+  if (optind != argc) {
+    cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+    goto done;
+  }
+  if (!o.output) {
+    cli_usage(cmd, "missing -o OUT.safetensors");
+    goto done;
+  }
+  if (ntasks == 0) {
+    cli_usage(cmd, "no --task given");
+    goto done;
+  }
+  if (preset < 0) preset = o.objective == NIC_ENC_CONTRASTIVE ? 2 : 0;
+  o.augment = preset == 1   ? nic_augment_none()
+              : preset == 2 ? augment_strong()
+                            : nic_augment_default();
+  for (int i = 0; i < naug; i++) apply_aug_flag(&o.augment, &augf[i]);
+  if (blur_lo >= 0) {
+    o.augment.blur_min = blur_lo;
+    o.augment.blur_max = blur_hi;
+  }
+  if (o.opt.kind == NIC_OPT_SGD && !mom_set) o.opt.momentum = 0.9f;
+  if (o.opt.kind != NIC_OPT_SGD && mom_set) {
+    cli_usage(cmd, "--momentum applies to --optimizer sgd only");
+    goto done;
+  }
+  if (o.opt.kind == NIC_OPT_SGD && !lr_set) o.opt.lr = 0.01f;
+  o.command_line = cmdline;
+  train_ui ui;
+  memset(&ui, 0, sizeof ui);
+  cli_progress_init(&ui.bar, stderr, (cli_progress_mode)progress);
+  ui.patches_per_step = o.objective == NIC_ENC_CONTRASTIVE ? 2 * o.batch : o.batch;
+  o.progress = train_progress;
+  o.log = train_log;
+  o.user = &ui;
+  nic_ctx *ctx = cli_make_ctx(threads, o.seed);
+  if (!ctx) {
+    rc = 1;
+    goto done;
+  }
+  nic_status s = nic_encoder_train(ctx, tasks, ntasks, &o, &err);
+  cli_progress_end(&ui.bar);
+  nic_ctx_free(ctx);
+  if (s != NIC_OK) {
+    rc = cli_fail(&err);
+    goto done;
+  }
+  char card[4200];
+  nic_enc_card_path(o.output, card, sizeof card);
+  printf("wrote %s and %s\n", o.output, card);
+  rc = 0;
+  goto done;
+oom:
+  fprintf(stderr, "nic: out of memory\n");
+  rc = 1;
+done:
+  free(tasks);
+  free(cmdline);
+  return rc;
+}
+
+/* ---- probe ------------------------------------------------------------------------ */
+
+static void probe_usage(FILE *f) {
+  fprintf(f, "usage: nic encoder probe --model M --train DATASET --test DATASET [options]\n"
+             "\n"
+             "Linear probe of a frozen encoder: embeds the training and test items (eval mode,\n"
+             "batch norms folded), fits an L2-regularised multinomial logistic regression on\n"
+             "the standardised training embeddings (C chosen by stratified cross-validation\n"
+             "over 1e-4..10 unless --C is given) and evaluates it on the test items. Prints\n"
+             "per-class statistics, then as the last line\n"
+             "  accuracy=A balanced_accuracy=B auc=C\n"
+             "(auc: binary, or the macro one-vs-rest mean for more classes).\n"
+             "\n"
+             "options:\n"
+             "  -m, --model FILE       the encoder (required)\n"
+             "      --train DATASET    the probe's training items (required)\n"
+             "      --test DATASET     its test items (required; may be the same dataset\n"
+             "                         with another split)\n"
+             "      --train-split S    train, valid, test or any (default: train when the\n"
+             "                         dataset has it, else any)\n"
+             "      --test-split S     (default: test, else valid, else any)\n"
+             "      --mpp X            spacing of both datasets' items in um/px when they do\n"
+             "                         not declare it (PatchCamelyon folders: 0.972); items\n"
+             "                         are resampled to the encoder's spacing (0.5 um/px)\n"
+             "      --train-mpp X, --test-mpp X   the same for one dataset\n"
+             "      --max-train N      a seeded random subset of the training items (0 = all)\n"
+             "      --max-test N       the same for the test items\n"
+             "      --C X              inverse L2 strength (scikit-learn's C); default: chosen\n"
+             "      --folds K          cross-validation folds (3)\n"
+             "      --batch N          patches per forward pass (128)\n"
+             "      --threads N        compute threads (0 = all cores)\n"
+             "      --loader-threads N decoding threads (2)\n"
+             "      --seed N           subsets and folds (1)\n"
+             "      --progress MODE    auto, bar, plain or none\n"
+             "  -h, --help             this text\n");
+}
+
+static int parse_split(const char *v) {
+  if (!strcmp(v, "train")) return NIC_SPLIT_TRAIN;
+  if (!strcmp(v, "valid") || !strcmp(v, "val") || !strcmp(v, "validation")) return NIC_SPLIT_VALID;
+  if (!strcmp(v, "test")) return NIC_SPLIT_TEST;
+  if (!strcmp(v, "any") || !strcmp(v, "all")) return NIC_SPLIT_ANY;
+  if (!strcmp(v, "auto")) return NIC_PROBE_SPLIT_AUTO;
+  return -3;
+}
+
+static const char *split_text(int s) {
+  return s == NIC_SPLIT_TRAIN   ? "train"
+         : s == NIC_SPLIT_VALID ? "valid"
+         : s == NIC_SPLIT_TEST  ? "test"
+                                : "any";
+}
+
+static void mpp_text(double mpp, char *buf, size_t n) {
+  if (mpp > 0)
+    snprintf(buf, n, "%g um/px", mpp);
+  else
+    snprintf(buf, n, "spacing unknown");
+}
+
+typedef struct probe_ui {
+  cli_progress bar;
+  int64_t last_total;
+  int phase;
+} probe_ui;
+
+static void probe_progress(void *user, int64_t done, int64_t total) {
+  probe_ui *ui = user;
+  if (done <= 0 || ui->bar.total != total || ui->bar.done > done) {
+    ui->phase++;
+    cli_progress_start(&ui->bar, ui->phase == 1 ? "embedding train" : "embedding test", total,
+                       "patches");
+  }
+  cli_progress_update(&ui->bar, done);
+}
+
+static int open_probe_dataset(const char *path, double mpp, nic_dataset **ds) {
+  nic_error err = {0};
+  nic_dataset_opts o = nic_dataset_default_opts();
+  if (mpp > 0) o.mpp = mpp;
+  o.labels = NIC_LABEL_CLASS;
+  if (nic_dataset_open(ds, path, &o, &err) != NIC_OK) return cli_fail(&err);
+  if (mpp > 0) nic_dataset_set_mpp(*ds, mpp);
+  return 0;
+}
+
+static int cmd_probe(int argc, char **argv) {
+  enum {
+    P_TRAIN = 1000,
+    P_TEST,
+    P_TRSPLIT,
+    P_TESPLIT,
+    P_MPP,
+    P_TRMPP,
+    P_TEMPP,
+    P_MAXTR,
+    P_MAXTE,
+    P_C,
+    P_FOLDS,
+    P_BATCH,
+    P_THREADS,
+    P_LTHREADS,
+    P_SEED,
+    P_PROGRESS
+  };
+  static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
+                                       {"train", required_argument, NULL, P_TRAIN},
+                                       {"test", required_argument, NULL, P_TEST},
+                                       {"train-split", required_argument, NULL, P_TRSPLIT},
+                                       {"test-split", required_argument, NULL, P_TESPLIT},
+                                       {"mpp", required_argument, NULL, P_MPP},
+                                       {"train-mpp", required_argument, NULL, P_TRMPP},
+                                       {"test-mpp", required_argument, NULL, P_TEMPP},
+                                       {"max-train", required_argument, NULL, P_MAXTR},
+                                       {"max-test", required_argument, NULL, P_MAXTE},
+                                       {"C", required_argument, NULL, P_C},
+                                       {"folds", required_argument, NULL, P_FOLDS},
+                                       {"batch", required_argument, NULL, P_BATCH},
+                                       {"threads", required_argument, NULL, P_THREADS},
+                                       {"loader-threads", required_argument, NULL, P_LTHREADS},
+                                       {"seed", required_argument, NULL, P_SEED},
+                                       {"progress", required_argument, NULL, P_PROGRESS},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  static const char *const progs[] = {"auto", "bar", "plain", "none"};
+  const char *cmd = "encoder probe", *model = NULL, *trpath = NULL, *tepath = NULL;
+  nic_probe_opts po = nic_probe_default_opts();
+  double trmpp = 0, tempp = 0, d;
+  int threads = 0, progress = CLI_PROGRESS_AUTO, c, v;
+  while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'm':
+      model = optarg;
+      break;
+    case P_TRAIN:
+      trpath = optarg;
+      break;
+    case P_TEST:
+      tepath = optarg;
+      break;
+    case P_TRSPLIT:
+    case P_TESPLIT:
+      if ((v = parse_split(optarg)) == -3)
+        return cli_usage(cmd, "%s must be train, valid, test or any, got '%s'",
+                         c == P_TRSPLIT ? "--train-split" : "--test-split", optarg);
+      *(c == P_TRSPLIT ? &po.train_split : &po.test_split) = v;
+      break;
+    case P_MPP:
+    case P_TRMPP:
+    case P_TEMPP:
+      if (cli_parse_double(cmd, "--mpp", optarg, &d)) return 2;
+      if (!(d > 0)) return cli_usage(cmd, "spacing must be > 0 um/px, got '%s'", optarg);
+      if (c != P_TEMPP) trmpp = d;
+      if (c != P_TRMPP) tempp = d;
+      break;
+    case P_MAXTR:
+    case P_MAXTE:
+      if (cli_parse_int(cmd, c == P_MAXTR ? "--max-train" : "--max-test", optarg, 0, &v)) return 2;
+      *(c == P_MAXTR ? &po.max_train : &po.max_test) = v;
+      break;
+    case P_C:
+      if (cli_parse_double(cmd, "--C", optarg, &po.C)) return 2;
+      if (!(po.C > 0)) return cli_usage(cmd, "--C must be > 0");
+      break;
+    case P_FOLDS:
+      if (cli_parse_int(cmd, "--folds", optarg, 2, &po.folds)) return 2;
+      break;
+    case P_BATCH:
+      if (cli_parse_int(cmd, "--batch", optarg, 1, &po.batch)) return 2;
+      break;
+    case P_THREADS:
+      if (cli_parse_int(cmd, "--threads", optarg, 0, &threads)) return 2;
+      break;
+    case P_LTHREADS:
+      if (cli_parse_int(cmd, "--loader-threads", optarg, 0, &po.threads)) return 2;
+      break;
+    case P_SEED:
+      if (cli_parse_int(cmd, "--seed", optarg, 0, &v)) return 2;
+      po.seed = (uint64_t)v;
+      break;
+    case P_PROGRESS:
+      if ((progress = parse_choice("--progress", optarg, progs, 4)) < 0) return 2;
+      break;
+    case 'h':
+      probe_usage(stdout);
+      return 0;
+    default:
+      return cli_usage(cmd, "unknown option");
+    }
+  }
+  if (optind != argc) return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+  if (!model) return cli_usage(cmd, "missing --model FILE");
+  if (!trpath || !tepath) return cli_usage(cmd, "both --train and --test datasets are needed");
+
+  nic_error err = {0};
+  nic_model *m = NULL;
+  nic_dataset *tr = NULL, *te = NULL;
+  nic_ctx *ctx = NULL;
+  int rc = 1;
+  if (nic_model_load(&m, model, &err) != NIC_OK) {
+    rc = cli_fail(&err);
+    goto done;
+  }
+  if (nic_model_optimize_inference(m, &err) != NIC_OK) {
+    rc = cli_fail(&err);
+    goto done;
+  }
+  if (open_probe_dataset(trpath, trmpp, &tr) || open_probe_dataset(tepath, tempp, &te)) goto done;
+  if (!(ctx = cli_make_ctx(threads, po.seed))) goto done;
+  probe_ui ui;
+  memset(&ui, 0, sizeof ui);
+  cli_progress_init(&ui.bar, stderr, (cli_progress_mode)progress);
+  po.progress = probe_progress;
+  po.user = &ui;
+  nic_probe_result res;
+  nic_status s = nic_probe(ctx, m, tr, te, &po, &res, &err);
+  cli_progress_end(&ui.bar);
+  if (s != NIC_OK) {
+    rc = cli_fail(&err);
+    goto done;
+  }
+  const nic_input_info *in = nic_model_input_info(m);
+  printf("model: %s (%d-d embedding, %d px at %g um/px)\n", model, res.dim, in->patch_size,
+         in->mpp);
+  char mtr[32], mte[32];
+  mpp_text(nic_dataset_mpp(tr), mtr, sizeof mtr);
+  mpp_text(nic_dataset_mpp(te), mte, sizeof mte);
+  printf("train: %s [%s] %lld items, %s; test: %s [%s] %lld items, %s\n", trpath,
+         split_text(res.train_split), (long long)res.n_train, mtr, tepath,
+         split_text(res.test_split), (long long)res.n_test, mte);
+  if (isnan(res.cv_accuracy))
+    printf("C = %g (given)\n", res.C);
+  else
+    printf("C = %g (%d-fold cross-validated accuracy %.4f)\n", res.C, po.folds, res.cv_accuracy);
+  printf("%-16s %8s %8s %8s %9s %8s\n", "class", "n_train", "n_test", "recall", "precision", "auc");
+  for (int k = 0; k < res.k; k++) {
+    const nic_probe_class *pc = &res.classes[k];
+    printf("%-16s %8lld %8lld %8.4f %9.4f %8.4f\n", pc->name, (long long)pc->n_train,
+           (long long)pc->n_test, pc->recall, pc->precision, pc->auc);
+  }
+  printf("accuracy=%.4f balanced_accuracy=%.4f auc=%.4f\n", res.accuracy, res.balanced_accuracy,
+         res.auc);
+  nic_probe_result_free(&res);
+  rc = 0;
+done:
+  nic_dataset_free(tr);
+  nic_dataset_free(te);
+  nic_model_free(m); /* before the context: it holds the backend's layer state */
+  nic_ctx_free(ctx);
+  return rc;
 }
