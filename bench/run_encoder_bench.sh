@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs `nic bench encoder` and its PyTorch twin alternately, RUNS times each
 # (default 5), on the same machine in the same session, and prints the
-# medians and the nic/PyTorch ratios. Usage:
+# medians and the nic/PyTorch ratios, with the load average before and after
+# (on a shared machine, other jobs make single runs meaningless; see
+# docs/benchmarks.md). Usage:
 #   bench/run_encoder_bench.sh [path/to/nic] [RUNS] [SECONDS]
 set -euo pipefail
 NIC=${1:-build/nic}
@@ -12,6 +14,8 @@ PY=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 val() { sed -n "s/^$1=//p" "$2"; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+load_before=$(load)
 for i in $(seq 1 "$RUNS"); do
   echo "run $i/$RUNS" >&2
   "$NIC" bench encoder --seconds "$SECS" > "$tmp/nic.$i"
@@ -23,6 +27,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 head -1 "$tmp/nic.1"
 head -1 "$tmp/torch.1"
+echo "load average (1, 5, 15 min): before $load_before, after $(load)"
 median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 for k in inference training; do
   n=$(median "$tmp/nic.$k"); t=$(median "$tmp/torch.$k")

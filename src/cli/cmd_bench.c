@@ -5,16 +5,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli/cli.h"
 #include "nic/encoder.h"
+#include "nn/cpu/cpu_profile.h"
 
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+/* CPU time of the whole process (all threads), user + system. On a shared
+ * machine it is steadier than wall time: waiting for a core costs none. */
+static double cpu_s(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* The 1-minute load average, to print next to the results. */
+static double load1(void) {
+  double l = -1;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &l) != 1) l = -1;
+    fclose(f);
+  }
+  return l;
+}
+
+/* What one measured phase produced. */
+typedef struct bench_result {
+  double rate;   /* patches per second (wall) */
+  double cpu_ms; /* process CPU time per batch */
+} bench_result;
 
 /* Nominal FP32 peak of this machine: cores x GHz x FLOP/cycle, where a core
  * has two FMA pipes of 256 bits (32 FLOP/cycle; AMD runs AVX-512 on them
@@ -37,6 +65,20 @@ static double fp32_peak_gflops(int threads) {
   return threads * mhz / 1000.0 * (avx512 && !amd ? 64 : 32);
 }
 
+/* With --profile: books the time since *t under `what`, restarts *t. */
+static void note(nic_ctx *ctx, const char *what, double *t) {
+  if (!nic_profile_enabled(ctx)) return;
+  double t1 = now_s();
+  nic_profile_note(ctx, what, t1 - *t);
+  *t = t1;
+}
+
+/* Starts the measured part of a phase: the profile forgets the warm-up. */
+static double start_measuring(nic_ctx *ctx) {
+  nic_profile_reset(ctx);
+  return now_s();
+}
+
 static void fill_random_u8(uint8_t *p, size_t n, uint64_t seed) {
   nic_rng r;
   nic_rng_seed(&r, seed);
@@ -51,7 +93,7 @@ static nic_status load_or_build(const char *path, nic_ctx *ctx, nic_model **m, n
 }
 
 static int bench_inference(nic_ctx *ctx, const char *model_path, int batch, double seconds,
-                           double *rate, nic_error *err) {
+                           bench_result *res, nic_error *err) {
   nic_model *m = NULL;
   nic_tensor x = NIC_TENSOR_INIT;
   uint8_t *pix = NULL;
@@ -66,17 +108,29 @@ static int bench_inference(nic_ctx *ctx, const char *model_path, int batch, doub
   const nic_tensor *y = NULL;
   int start = 1;
   long done_n = 0;
-  double t0 = 0;
+  double t0 = 0, c0 = 0, t;
   for (int it = 0;; it++) {
-    if (it == 2) t0 = now_s(); /* two warm-up batches build the primitives */
-    if (nic_model_prepare_rgb8(m, pix, batch, ps, (int64_t)ps * 3, (int64_t)per, &x, &start,
-                               err) != NIC_OK ||
-        nic_model_forward_from(m, ctx, &x, start, 0, &y, err) != NIC_OK)
+    if (it == 2) { /* two warm-up batches build the primitives */
+      t0 = start_measuring(ctx);
+      c0 = cpu_s();
+    }
+    t = now_s();
+    if (nic_model_prepare_rgb8(m, pix, batch, ps, (int64_t)ps * 3, (int64_t)per, &x, &start, err) !=
+        NIC_OK)
       goto done;
+    note(ctx, "prepare_rgb8", &t);
+    if (nic_model_forward_from(m, ctx, &x, start, 0, &y, err) != NIC_OK) goto done;
     if (it >= 2) done_n += batch;
     if (it >= 3 && now_s() - t0 >= seconds) break;
   }
-  *rate = done_n / (now_s() - t0);
+  double wall = now_s() - t0;
+  res->rate = done_n / wall;
+  res->cpu_ms = 1e3 * (cpu_s() - c0) / (double)(done_n / batch);
+  if (nic_profile_enabled(ctx)) {
+    char title[64];
+    snprintf(title, sizeof title, "inference, batch %d", batch);
+    nic_profile_print(ctx, stdout, title, done_n / batch, wall);
+  }
   rc = 0;
 done:
   free(pix);
@@ -87,7 +141,7 @@ done:
 
 /* Encoder + dense classification head, Adam, softmax cross-entropy. */
 static int bench_training(nic_ctx *ctx, const char *model_path, int batch, double seconds,
-                          double *rate, nic_error *err) {
+                          bench_result *res, nic_error *err) {
   nic_model *m = NULL;
   nic_optimizer *opt = NULL;
   nic_tensor x = NIC_TENSOR_INIT, g = NIC_TENSOR_INIT;
@@ -108,25 +162,41 @@ static int bench_training(nic_ctx *ctx, const char *model_path, int batch, doubl
   fill_random_u8(pix, per * (size_t)batch, 11);
   for (int i = 0; i < batch; i++) labels[i] = i & 1;
   long done_n = 0;
-  double t0 = 0;
+  double t0 = 0, c0 = 0, t;
   for (int it = 0;; it++) {
-    if (it == 2) t0 = now_s();
+    if (it == 2) {
+      t0 = start_measuring(ctx);
+      c0 = cpu_s();
+    }
     const nic_tensor *y = NULL;
     int start = 1;
     float loss = 0;
-    if (nic_model_prepare_rgb8(m, pix, batch, ps, (int64_t)ps * 3, (int64_t)per, &x, &start,
-                               err) != NIC_OK ||
-        nic_model_forward_from(m, ctx, &x, start, 1, &y, err) != NIC_OK ||
-        nic_loss_softmax_ce(y, labels, NULL, NULL, &loss, &g, err) != NIC_OK)
+    t = now_s();
+    if (nic_model_prepare_rgb8(m, pix, batch, ps, (int64_t)ps * 3, (int64_t)per, &x, &start, err) !=
+        NIC_OK)
       goto done;
+    note(ctx, "prepare_rgb8", &t);
+    if (nic_model_forward_from(m, ctx, &x, start, 1, &y, err) != NIC_OK) goto done;
+    t = now_s();
+    if (nic_loss_softmax_ce(y, labels, NULL, NULL, &loss, &g, err) != NIC_OK) goto done;
+    note(ctx, "loss", &t);
     nic_model_zero_grad(m);
-    if (nic_model_backward(m, ctx, &g, NULL, err) != NIC_OK ||
-        nic_optimizer_step(opt, m, NULL, err) != NIC_OK)
-      goto done;
+    note(ctx, "zero_grad", &t);
+    if (nic_model_backward(m, ctx, &g, NULL, err) != NIC_OK) goto done;
+    t = now_s();
+    if (nic_optimizer_step(opt, m, NULL, err) != NIC_OK) goto done;
+    note(ctx, "optimizer step", &t);
     if (it >= 2) done_n += batch;
     if (it >= 3 && now_s() - t0 >= seconds) break;
   }
-  *rate = done_n / (now_s() - t0);
+  double wall = now_s() - t0;
+  res->rate = done_n / wall;
+  res->cpu_ms = 1e3 * (cpu_s() - c0) / (double)(done_n / batch);
+  if (nic_profile_enabled(ctx)) {
+    char title[64];
+    snprintf(title, sizeof title, "training, batch %d", batch);
+    nic_profile_print(ctx, stdout, title, done_n / batch, wall);
+  }
   rc = 0;
 done:
   free(pix);
@@ -152,6 +222,8 @@ static void bench_usage(FILE *f) {
           "  --seconds S      minimum measuring time per phase (default 10)\n"
           "  --threads N      compute threads (default: all cores)\n"
           "  --only WHAT      'inference' or 'training' (default both)\n"
+          "  --profile        print where the time goes, per layer and phase (ms per\n"
+          "                   batch); NIC_PROFILE=1 does the same for any command\n"
           "  -h, --help       this help\n");
 }
 
@@ -162,10 +234,11 @@ int cmd_bench(int argc, char **argv) {
                                        {"seconds", required_argument, 0, 's'},
                                        {"threads", required_argument, 0, 't'},
                                        {"only", required_argument, 0, 'o'},
+                                       {"profile", no_argument, 0, 'p'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   const char *model = NULL, *only = NULL;
-  int batch = 256, tbatch = 64, threads = 0, c;
+  int batch = 256, tbatch = 64, threads = 0, profile = 0, c;
   double seconds = 10;
   if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
     bench_usage(stdout);
@@ -193,6 +266,7 @@ int cmd_bench(int argc, char **argv) {
       if (cli_parse_int("bench", "--threads", optarg, 0, &threads)) return 2;
       break;
     case 'o': only = optarg; break;
+    case 'p': profile = 1; break;
     case 'h': bench_usage(stdout); return 0;
     default: return cli_usage("bench", "unknown option");
     }
@@ -201,6 +275,7 @@ int cmd_bench(int argc, char **argv) {
     return cli_usage("bench", "--only must be 'inference' or 'training'");
   nic_ctx *ctx = cli_make_ctx(threads, 42);
   if (!ctx) return 1;
+  if (profile) nic_profile_enable(ctx, 1);
   nic_error err = {0};
   nic_model *probe = NULL;
   if (load_or_build(model, ctx, &probe, &err) != NIC_OK) {
@@ -212,29 +287,32 @@ int cmd_bench(int argc, char **argv) {
   double peak = fp32_peak_gflops(nic_ctx_threads(ctx));
   printf("threads=%d backend=%s forward_mflop_per_patch=%.1f fp32_peak_gflops=%.0f\n",
          nic_ctx_threads(ctx), nic_ctx_backend_name(ctx), flops / 1e6, peak);
-  double inf = 0, trn = 0;
+  bench_result inf = {0, 0}, trn = {0, 0};
   int rc = 0;
   if (!only || !strcmp(only, "inference")) {
     if (bench_inference(ctx, model, batch, seconds, &inf, &err)) {
       rc = cli_fail(&err);
     } else {
-      double gf = inf * flops / 1e9;
-      printf("inference: batch %d, %.1f patches/s, %.1f GFLOP/s, %.0f%% of FP32 peak\n", batch,
-             inf, gf, peak > 0 ? 100 * gf / peak : 0);
+      double gf = inf.rate * flops / 1e9;
+      printf("inference: batch %d, %.1f patches/s, %.1f GFLOP/s, %.0f%% of FP32 peak, "
+             "%.1f ms CPU per batch\n",
+             batch, inf.rate, gf, peak > 0 ? 100 * gf / peak : 0, inf.cpu_ms);
     }
   }
   if (!rc && (!only || !strcmp(only, "training"))) {
     if (bench_training(ctx, model, tbatch, seconds, &trn, &err)) {
       rc = cli_fail(&err);
     } else { /* forward + backward-data + backward-weights ~ 3x forward */
-      double gf = trn * flops * 3 / 1e9;
-      printf("training: batch %d, %.1f patches/s, ~%.1f GFLOP/s, ~%.0f%% of FP32 peak\n", tbatch,
-             trn, gf, peak > 0 ? 100 * gf / peak : 0);
+      double gf = trn.rate * flops * 3 / 1e9;
+      printf("training: batch %d, %.1f patches/s, ~%.1f GFLOP/s, ~%.0f%% of FP32 peak, "
+             "%.1f ms CPU per batch\n",
+             tbatch, trn.rate, gf, peak > 0 ? 100 * gf / peak : 0, trn.cpu_ms);
     }
   }
   if (!rc) {
-    if (!only || !strcmp(only, "inference")) printf("inference_patches_per_s=%.1f\n", inf);
-    if (!only || !strcmp(only, "training")) printf("training_patches_per_s=%.1f\n", trn);
+    printf("load_1min=%.2f\n", load1());
+    if (!only || !strcmp(only, "inference")) printf("inference_patches_per_s=%.1f\n", inf.rate);
+    if (!only || !strcmp(only, "training")) printf("training_patches_per_s=%.1f\n", trn.rate);
   }
   nic_ctx_free(ctx);
   return rc;

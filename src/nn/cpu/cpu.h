@@ -18,6 +18,7 @@
 #include <dnnl.h>
 
 #include "nn/backend.h"
+#include "nn/cpu/cpu_profile.h"
 
 /* The backend instance: everything oneDNN needs lives here, never in
  * globals, so that several contexts can coexist. */
@@ -30,6 +31,27 @@ typedef struct cpu_reorder_entry {
 
 #define CPU_REORDER_CACHE 32
 
+/* The profiler (cpu_profile.c, NIC_PROFILE=1): seconds per row and phase.
+ * A row is a layer (key = the layer's address) or something the backend or
+ * its caller does outside any layer (key = NULL, told apart by name). */
+typedef struct cpu_prof_row {
+  const void *key;
+  char name[64];
+  char kind[24];
+  double sec[NIC_PROF_NPHASE];
+} cpu_prof_row;
+
+typedef struct cpu_prof {
+  int on;
+  int from_env; /* print the table when the backend is destroyed */
+  int printed;  /* nic_profile_print ran since the last sample */
+  cpu_prof_row *rows;
+  int nrows, cap;
+  int cur;              /* row that primitive times go to; -1: none */
+  nic_prof_phase phase; /* ... and the phase */
+  double timed;         /* seconds recorded by cpu_prof_add, ever */
+} cpu_prof;
+
 typedef struct cpu_backend {
   nic_backend base; /* base.impl points back at this struct */
   dnnl_engine_t engine;
@@ -37,6 +59,7 @@ typedef struct cpu_backend {
   int threads;
   unsigned long clock; /* LRU stamps of the reorder cache */
   cpu_reorder_entry reorders[CPU_REORDER_CACHE];
+  cpu_prof prof;
 } cpu_backend;
 
 /* Primitive slots of a plan. Which ones a layer kind uses is up to it;
@@ -151,6 +174,37 @@ void cpu_add_floats(cpu_backend *b, float *dst, const float *src, size_t n);
  * backward reads the forward output (not available for a negative leaky
  * slope: returns 0 then). Returns 1 on success. */
 int cpu_act_alg(nic_act act, float alpha, int use_dst, dnnl_alg_kind_t *alg, float *a);
+
+/* ---- cpu_profile.c: the profiler ------------------------------------------ */
+
+/* Monotonic wall clock in seconds. */
+double cpu_now(void);
+/* Reads NIC_PROFILE; called once when the backend is created. */
+void cpu_prof_init(cpu_backend *b);
+/* Prints the table if NIC_PROFILE asked for it, and frees the rows. */
+void cpu_prof_free(cpu_backend *b);
+/* Adds sec to the current row (or a "(backend)" row) under `phase`. */
+void cpu_prof_add(cpu_backend *b, nic_prof_phase phase, double sec);
+
+/* What a profiled call restores when it ends. */
+typedef struct cpu_prof_mark {
+  double t0, timed0;
+  int cur;
+  nic_prof_phase phase;
+} cpu_prof_mark;
+
+/* Makes row (key, name) current with the given default phase. The time of
+ * the call that cpu_prof_end does not find in primitives or reorders is
+ * booked as NIC_PROF_OTHER. Only call when b->prof.on. */
+void cpu_prof_begin(cpu_backend *b, const void *key, const char *name, const char *kind,
+                    nic_prof_phase phase, cpu_prof_mark *mk);
+void cpu_prof_end(cpu_backend *b, const cpu_prof_mark *mk);
+
+/* Primitives executed from now on count as `phase` (a layer's backward
+ * switches from backward-data to backward-weights). */
+static inline void cpu_prof_phase(cpu_backend *b, nic_prof_phase phase) {
+  b->prof.phase = phase;
+}
 
 /* ---- per-kind entry points ---------------------------------------------- */
 

@@ -149,9 +149,11 @@ nic_status cpu_exec(cpu_backend *b, dnnl_primitive_t prim, int nargs, const cpu_
         "creating a memory object", err);
     if (s != NIC_OK) ea[made].memory = NULL;
   }
+  double t0 = b->prof.on ? cpu_now() : 0;
   if (s == NIC_OK)
     s = cpu_check(dnnl_primitive_execute(prim, b->stream, nargs, ea), "executing a primitive", err);
   if (s == NIC_OK) s = cpu_check(dnnl_stream_wait(b->stream), "waiting for the stream", err);
+  if (b->prof.on) cpu_prof_add(b, b->prof.phase, cpu_now() - t0);
   for (int i = 0; i < made; i++)
     if (ea[i].memory) dnnl_memory_destroy(ea[i].memory);
   return s;
@@ -201,8 +203,9 @@ static nic_status reorder_prim(cpu_backend *b, const dnnl_memory_desc_t *smd,
   return NIC_OK;
 }
 
-nic_status cpu_reorder(cpu_backend *b, const dnnl_memory_desc_t *smd, const void *src,
-                       const dnnl_memory_desc_t *dmd, void *dst, int accumulate, nic_error *err) {
+static nic_status reorder(cpu_backend *b, const dnnl_memory_desc_t *smd, const void *src,
+                          const dnnl_memory_desc_t *dmd, void *dst, int accumulate,
+                          nic_error *err) {
   if (dnnl_memory_desc_equal(smd, dmd)) { /* same bytes: no primitive needed */
     size_t bytes = dnnl_memory_desc_get_size(dmd);
     if (accumulate)
@@ -216,6 +219,20 @@ nic_status cpu_reorder(cpu_backend *b, const dnnl_memory_desc_t *smd, const void
   if (s != NIC_OK) return s;
   cpu_arg a[2] = {{DNNL_ARG_FROM, smd, src}, {DNNL_ARG_TO, dmd, dst}};
   return cpu_exec(b, prim, 2, a, err);
+}
+
+nic_status cpu_reorder(cpu_backend *b, const dnnl_memory_desc_t *smd, const void *src,
+                       const dnnl_memory_desc_t *dmd, void *dst, int accumulate, nic_error *err) {
+  if (!b->prof.on) return reorder(b, smd, src, dmd, dst, accumulate, err);
+  /* Book the whole conversion (primitive or copy) as a reorder. */
+  nic_prof_phase saved = b->prof.phase;
+  double t0 = cpu_now(), timed0 = b->prof.timed;
+  b->prof.phase = NIC_PROF_REORDER;
+  nic_status s = reorder(b, smd, src, dmd, dst, accumulate, err);
+  double rest = cpu_now() - t0 - (b->prof.timed - timed0);
+  if (rest > 0) cpu_prof_add(b, NIC_PROF_REORDER, rest);
+  b->prof.phase = saved;
+  return s;
 }
 
 nic_status cpu_ensure(cpu_backend *b, const dnnl_memory_desc_t *have, const void *data,
@@ -360,7 +377,10 @@ static nic_status cpu_forward(nic_backend *be, nic_layer *l, const nic_tensor *c
   cpu_plan *p = plan_for(st, l, in, training);
   st->last = NULL;
   st->last_training = 0;
+  cpu_prof_mark mk;
+  if (b->prof.on) cpu_prof_begin(b, l, l->name, nic_layer_kind_name(k), NIC_PROF_FWD, &mk);
   nic_status s = fwd_fns[k](b, l, st, p, in, out, training, rng, err);
+  if (b->prof.on) cpu_prof_end(b, &mk);
   if (s != NIC_OK) return s;
   st->last = p;
   st->last_training = training;
@@ -383,7 +403,12 @@ static nic_status cpu_backward(nic_backend *be, nic_layer *l, const nic_tensor *
       return nic_err(err, NIC_EINVAL, "backward input %d differs from the forward's", i);
   }
   enter(b);
-  return bwd_fns[l->spec.kind](b, l, st, st->last, in, out, dout, din, err);
+  if (!b->prof.on) return bwd_fns[l->spec.kind](b, l, st, st->last, in, out, dout, din, err);
+  cpu_prof_mark mk;
+  cpu_prof_begin(b, l, l->name, nic_layer_kind_name(l->spec.kind), NIC_PROF_BWD_DATA, &mk);
+  nic_status s = bwd_fns[l->spec.kind](b, l, st, st->last, in, out, dout, din, err);
+  cpu_prof_end(b, &mk);
+  return s;
 }
 
 static nic_status cpu_to_plain(nic_backend *be, const nic_tensor *src, nic_tensor *dst,
@@ -394,8 +419,11 @@ static nic_status cpu_to_plain(nic_backend *be, const nic_tensor *src, nic_tenso
   dnnl_memory_desc_t smd, dmd;
   cpu_tensor_md(src, &smd);
   cpu_plain_md(&dmd, src->ndim, src->shape);
+  cpu_prof_mark mk;
+  if (b->prof.on) cpu_prof_begin(b, NULL, "(to_plain)", "", NIC_PROF_REORDER, &mk);
   nic_status s = cpu_tensor_set(dst, src->ndim, src->shape, NULL, err);
   if (s == NIC_OK) s = cpu_reorder(b, &smd, src->data, &dmd, dst->data, 0, err);
+  if (b->prof.on) cpu_prof_end(b, &mk);
   return s;
 }
 
@@ -409,12 +437,17 @@ static nic_status cpu_accumulate(nic_backend *be, nic_tensor *dst, const nic_ten
   dnnl_memory_desc_t smd, dmd;
   cpu_tensor_md(src, &smd);
   cpu_tensor_md(dst, &dmd);
-  return cpu_reorder(b, &smd, src->data, &dmd, dst->data, 1, err);
+  cpu_prof_mark mk;
+  if (b->prof.on) cpu_prof_begin(b, NULL, "(accumulate)", "", NIC_PROF_REORDER, &mk);
+  nic_status s = cpu_reorder(b, &smd, src->data, &dmd, dst->data, 1, err);
+  if (b->prof.on) cpu_prof_end(b, &mk);
+  return s;
 }
 
 static void cpu_destroy(nic_backend *be) {
   if (!be) return;
   cpu_backend *b = cpu_of(be);
+  cpu_prof_free(b);
   for (int i = 0; i < CPU_REORDER_CACHE; i++)
     if (b->reorders[i].prim) dnnl_primitive_destroy(b->reorders[i].prim);
   if (b->stream) dnnl_stream_destroy(b->stream);
@@ -434,6 +467,7 @@ nic_status nic_backend_cpu_create(nic_backend **out, int threads, nic_error *err
   b->base.impl = b;
   b->base.threads = threads > 0 ? threads : 1;
   b->threads = b->base.threads;
+  cpu_prof_init(b);
   nic_status s = cpu_check(dnnl_engine_create(&b->engine, dnnl_cpu, 0), "creating the engine", err);
   if (s == NIC_OK)
     s = cpu_check(dnnl_stream_create(&b->stream, b->engine, dnnl_stream_default_flags),
