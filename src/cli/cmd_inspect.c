@@ -1,7 +1,7 @@
 /* nic inspect: what a file is and what is in it. Each kind of file nic
  * knows has an entry in `kinds` below: a test that claims the file and a
- * printer. Slides come last and take everything the others do not claim.
- * To add models or compressed slides, replace the placeholder printers. */
+ * printer. Slides come last and take everything the others do not claim:
+ * models (.safetensors), compressed slides (HDF5), slides. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "nic/features.h"
 #include "nic/slide.h"
 
 typedef struct inspect_opts {
@@ -26,7 +27,9 @@ static void usage(FILE *f) {
              "Describes FILE. For a slide (anything OpenSlide reads, or a plain image): the\n"
              "reader and vendor, the levels with their sizes, downsamples and spacing, the\n"
              "level-0 spacing and where it comes from (or 'unknown'), the objective power and\n"
-             "the properties.\n\n"
+             "the properties. For a compressed slide (.h5 from 'nic compress'): the slide, the\n"
+             "grid, the rows kept, the encoder and its checksum, the slide's properties. For\n"
+             "a model (.safetensors): its input, output, parameters and checksum.\n\n"
              "options:\n"
              "  --all       list every property with its full value (default: the first 20,\n"
              "              values cut at 100 characters)\n"
@@ -61,18 +64,103 @@ static int claims_anything(const char *path) {
   return 1;
 }
 
-/* Placeholders until nic_model_load and the compressed-slide reader exist. */
+/* ---- models ------------------------------------------------------------------ */
+
+/* A metadata value (JSON text) for display: strings without their quotes. */
+static void print_meta(const char *label, const char *json) {
+  size_t n = json ? strlen(json) : 0;
+  if (n >= 2 && json[0] == '"' && json[n - 1] == '"' && !memchr(json + 1, '\\', n - 2))
+    printf("%-11s %.*s\n", label, (int)(n - 2), json + 1);
+  else
+    printf("%-11s %s\n", label, json ? json : "-");
+}
+
 static int print_model(const char *path, const inspect_opts *o) {
-  fprintf(stderr, "nic inspect: %s: inspecting models is not implemented yet\n", path);
-  return 1;
+  nic_model *m = NULL;
+  nic_error err = {0};
+  if (nic_model_load(&m, path, &err) != NIC_OK) return cli_fail(&err);
+  const nic_input_info *in = nic_model_input_info(m);
+  int n = nic_model_num_nodes(m), ndim;
+  int64_t out[NIC_MAX_DIMS];
+  nic_model_node_shape(m, n, &ndim, out);
+  char sha[65] = "?";
+  nic_features_sha256_file(path, sha, NULL);
+  printf("file        %s\n", path);
+  printf("format      nic model (safetensors)\n");
+  print_meta("name", nic_model_get_meta(m, "encoder_name"));
+  printf("input       %d x %d x %d", in->channels, in->height, in->width);
+  if (in->patch_size > 0) printf(", patches of %d px", in->patch_size);
+  if (in->mpp > 0)
+    printf(" at %g um/px\n", in->mpp);
+  else
+    printf(" (spacing unknown)\n");
+  printf("normalise   (pixel/255 - mean) / std, mean %g %g %g, std %g %g %g\n", (double)in->mean[0],
+         (double)in->mean[1], (double)in->mean[2], (double)in->std[0], (double)in->std[1],
+         (double)in->std[2]);
+  printf("layers      %d\n", n);
+  if (ndim == 2)
+    printf("output      %lld values per patch\n", (long long)out[1]);
+  else
+    printf("output      %lld x %lld x %lld\n", (long long)out[1], (long long)out[2],
+           (long long)out[3]);
+  printf("parameters  %lld trainable\n", (long long)nic_model_num_trainable(m));
+  printf("sha256      %s\n", sha);
+  print_meta("source", nic_model_get_meta(m, "source"));
+  printf("(nic encoder info %s lists the layers and all metadata)\n", path);
+  nic_model_free(m);
+  (void)o;
+  return 0;
+}
+
+/* ---- compressed slides ---------------------------------------------------------- */
+
+static const char *or_unknown(const char *s) {
+  return s && *s ? s : "unknown";
+}
+
+static void print_value(const char *v, size_t max);
+
+static void print_features_properties(const nic_features_reader *r, const inspect_opts *o) {
+  int n = nic_features_property_count(r), limit = o->all ? n : (n < 20 ? n : 20);
+  if (n == limit)
+    printf("properties  %d\n", n);
+  else
+    printf("properties  %d (first %d; --all for all)\n", n, limit);
+  for (int i = 0; i < limit; i++) {
+    const char *name = nic_features_property_name(r, i);
+    printf("  %s = ", name);
+    print_value(nic_features_property_value(r, name), o->all ? 0 : 100);
+  }
 }
 
 static int print_compressed(const char *path, const inspect_opts *o) {
-  fprintf(stderr,
-          "nic inspect: %s: inspecting HDF5 files (compressed slides) is not implemented "
-          "yet\n",
-          path);
-  return 1;
+  nic_features_reader *r = NULL;
+  nic_error err = {0};
+  if (nic_features_open(&r, path, &err) != NIC_OK) return cli_fail(&err);
+  const nic_features_meta *m = nic_features_meta_of(r);
+  int64_t cells = (int64_t)m->grid_h * m->grid_w;
+  printf("file        %s\n", path);
+  printf("format      compressed slide (nic %s)\n", or_unknown(m->nic_version));
+  printf("slide       %s (%s)\n", or_unknown(m->slide_id), or_unknown(m->slide_path));
+  if (m->slide_width > 0)
+    printf("size        %lld x %lld px\n", (long long)m->slide_width, (long long)m->slide_height);
+  if (m->slide_mpp_x > 0) printf("spacing     %.4g x %.4g um/px\n", m->slide_mpp_x, m->slide_mpp_y);
+  if (m->level0_magnification > 0) printf("objective   %gx\n", m->level0_magnification);
+  printf("grid        %d x %d cells (rows x columns) of %.4f level-0 px, origin (%g, %g)\n",
+         m->grid_h, m->grid_w, m->stride_level0, m->origin_x, m->origin_y);
+  printf("patches     %d px at %g um/px; kept when >= %g%% tissue\n", m->patch_size, m->mpp,
+         100 * m->tissue_threshold);
+  printf("rows        %lld (%.1f%% of the cells)\n", (long long)m->count,
+         cells ? 100.0 * (double)m->count / (double)cells : 0);
+  printf("features    %lld x %d float32%s%s\n", (long long)m->count, m->embed_dim,
+         m->has_orientations ? ", with the 8 orientations" : "",
+         m->has_tissue_fraction ? ", tissue fraction per cell" : "");
+  printf("encoder     %s\n", or_unknown(m->encoder));
+  printf("sha256      %s\n", or_unknown(m->encoder_sha256));
+  if (m->command_line && *m->command_line) printf("made by     %s\n", m->command_line);
+  print_features_properties(r, o);
+  nic_features_close(r);
+  return 0;
 }
 
 /* ---- slides ------------------------------------------------------------------ */

@@ -9,9 +9,15 @@
 static const nic_cli_cmd commands[] = {
     {"encoder", "patch encoder: import published weights, embed images", cmd_encoder},
     {"bench", "measure engine throughput (inference and training)", cmd_bench},
+    {"compress", "slides -> compressed slides (patch embeddings on the tissue grid, HDF5)",
+     cmd_compress},
     {"tissue", "tissue masks of slides (PNG, thumbnail overlay, QuPath GeoJSON)", cmd_tissue},
     {"inspect", "describe a slide: levels, spacing, objective, properties", cmd_inspect},
     {"simulate", "synthetic data: nMNIST needles, H&E slides, labelled patches", cmd_simulate},
+    {"train", "slide-level models on compressed slides, cross-validated", cmd_train_slides},
+    {"predict", "score compressed slides with a slide model (predictions CSV)", cmd_predict},
+    {"eval", "metrics of predictions with bootstrap intervals, ROC / Kaplan-Meier plot", cmd_eval},
+    {"heatmap", "Grad-CAM / attention heatmaps of slides (PNG, QuPath GeoJSON)", cmd_heatmap},
 };
 static const int ncommands = (int)(sizeof commands / sizeof commands[0]);
 

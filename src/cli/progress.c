@@ -48,33 +48,48 @@ void cli_progress_start(cli_progress *p, const char *label, int64_t total, const
   snprintf(p->unit, sizeof p->unit, "%s", unit ? unit : "");
   p->total = total;
   p->done = 0;
+  p->started = 0;
   p->t0 = p->last = now_s();
+}
+
+/* The rate is measured from the first update of a task, not from its
+ * start, so that setup time (tissue detection, say) and a first batch
+ * arriving all at once do not distort it. */
+static double rate_of(const cli_progress *p, double t) {
+  double el = t - p->t_first;
+  return el >= 0.5 ? (double)(p->done - p->done_first) / el : 0;
 }
 
 /* The numbers after the bar: count, rate, time left. */
 static void stats_text(const cli_progress *p, double t, char *buf, size_t size) {
-  double el = t - p->t0, rate = el > 0 ? (double)p->done / el : 0;
-  char eta[32] = "?";
+  double rate = rate_of(p, t);
+  char eta[32] = "?", rtext[32] = "?";
+  if (rate > 0) snprintf(rtext, sizeof rtext, "%.0f", rate);
   if (p->total > 0 && rate > 0)
     cli_format_duration((double)(p->total - p->done) / rate, eta, sizeof eta);
   if (p->total > 0)
-    snprintf(buf, size, "%lld/%lld %s  %.0f %s/s  ETA %s", (long long)p->done, (long long)p->total,
-             p->unit, rate, p->unit, eta);
+    snprintf(buf, size, "%lld/%lld %s  %s %s/s  ETA %s", (long long)p->done, (long long)p->total,
+             p->unit, rtext, p->unit, eta);
   else
-    snprintf(buf, size, "%lld %s  %.0f %s/s", (long long)p->done, p->unit, rate, p->unit);
+    snprintf(buf, size, "%lld %s  %s %s/s", (long long)p->done, p->unit, rtext, p->unit);
 }
 
+/* Columns kept for the numbers, so that the bar does not change width as
+ * they grow. */
+#define STATS_COLS 44
+
 static void draw_bar(cli_progress *p, double t) {
-  char stats[160], bar[256];
+  char stats[160], bar[64];
   stats_text(p, t, stats, sizeof stats);
   int width = term_width(p->f);
   int pct = p->total > 0 ? (int)(100.0 * (double)p->done / (double)p->total) : 0;
-  /* label, then the bar in what is left (at least 10 cells), then stats */
-  int label_w = (int)strlen(p->label), rest = width - 1 - (int)strlen(stats) - 8;
-  if (label_w > rest - 12) label_w = rest - 12 > 0 ? rest - 12 : 0;
-  int cells = rest - label_w - 1;
-  if (cells > 40) cells = 40;
+  /* label (shortened if it must), then the bar in what is left (10 to 40
+   * cells), then the numbers */
+  int avail = width - 1 - 8 - STATS_COLS, label_w = (int)strlen(p->label);
+  if (label_w > avail - 10) label_w = avail - 10 > 0 ? avail - 10 : 0;
+  int cells = avail - label_w;
   if (cells < 10) cells = 10;
+  if (cells > 40) cells = 40;
   int full = p->total > 0 ? (int)((double)cells * (double)p->done / (double)p->total) : 0;
   for (int i = 0; i < cells; i++) bar[i] = i < full ? '#' : '.';
   bar[cells] = '\0';
@@ -94,9 +109,14 @@ static void plain_line(cli_progress *p, double t) {
 }
 
 void cli_progress_update(cli_progress *p, int64_t done) {
+  double t = now_s();
+  if (!p->started) {
+    p->started = 1;
+    p->t_first = t;
+    p->done_first = done;
+  }
   p->done = done;
   if (p->off) return;
-  double t = now_s();
   if (p->bar) {
     if (t - p->last >= BAR_INTERVAL || !p->shown || (p->total > 0 && done >= p->total)) {
       draw_bar(p, t);

@@ -33,9 +33,12 @@ typedef struct cli_progress {
   char label[96];
   char unit[24];
   int64_t total, done;
-  double t0;   /* when start was called */
-  double last; /* last draw or line */
-  int shown;   /* a bar is on the line now */
+  double t0;          /* when start was called */
+  int started;        /* an update came since start */
+  double t_first;     /* when the first update came */
+  int64_t done_first; /* and what it said */
+  double last;        /* last draw or line */
+  int shown;          /* a bar is on the line now */
 } cli_progress;
 
 /* mode AUTO decides by whether f is a terminal. */
