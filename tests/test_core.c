@@ -46,7 +46,13 @@ static void test_tensor_alloc_reuse_and_errors(void) {
 
 static void test_f16(void) {
   /* exactly representable values round-trip */
-  const float exact[] = {0.0f, -0.0f, 1.0f, -2.0f, 0.5f, 65504.0f, 6.103515625e-05f,
+  const float exact[] = {0.0f,
+                         -0.0f,
+                         1.0f,
+                         -2.0f,
+                         0.5f,
+                         65504.0f,
+                         6.103515625e-05f,
                          5.960464477539063e-08f /* smallest subnormal */};
   for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
     CHECK(nic_f16_to_f32(nic_f32_to_f16(exact[i])) == exact[i]);

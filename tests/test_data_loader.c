@@ -11,7 +11,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-
 #include "nic/data.h"
 #include "testutil.h"
 
@@ -37,7 +36,6 @@ static void write_png(const char *path, const uint8_t *px, int w, int h) {
   img.format = PNG_FORMAT_RGB;
   if (!png_image_write_to_file(&img, path, 0, px, 0, NULL)) die(img.message, path);
 }
-
 
 /* idx files of N grey 12 x 12 images. constant != 0: every pixel of item i
  * is i (so a patch names its item); else a per-item pattern. */

@@ -159,8 +159,8 @@ double nic_test_gradcheck_model(nic_model *m, nic_ctx *ctx, const nic_tensor *x,
       double e = rel_err(dx.data[i], num);
       if (e > worst) worst = e;
       if (e > 2e-2)
-        fprintf(stderr, "  grad mismatch input[%lld]: analytic %.6g numeric %.6g\n",
-                (long long)i, dx.data[i], num);
+        fprintf(stderr, "  grad mismatch input[%lld]: analytic %.6g numeric %.6g\n", (long long)i,
+                dx.data[i], num);
     }
     nic_tensor_free(&xc);
   }

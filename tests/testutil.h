@@ -26,7 +26,7 @@ extern int nic_test_checks;
     double _a = (a), _b = (b);                                                                     \
     if (!(fabs(_a - _b) <= (tol)) || _a != _a || _b != _b) {                                       \
       nic_test_failures++;                                                                         \
-      fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s = %.9g, %s = %.9g (tol %g)\n", __FILE__,      \
+      fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s = %.9g, %s = %.9g (tol %g)\n", __FILE__,       \
               __LINE__, #a, _a, #b, _b, (double)(tol));                                            \
     }                                                                                              \
   } while (0)

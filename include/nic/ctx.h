@@ -36,8 +36,8 @@ typedef struct nic_rng {
 
 void nic_rng_seed(nic_rng *r, uint64_t seed);
 uint64_t nic_rng_next(nic_rng *r);
-double nic_rng_uniform(nic_rng *r); /* [0, 1) */
-double nic_rng_normal(nic_rng *r);  /* N(0, 1) */
+double nic_rng_uniform(nic_rng *r);             /* [0, 1) */
+double nic_rng_normal(nic_rng *r);              /* N(0, 1) */
 uint64_t nic_rng_below(nic_rng *r, uint64_t n); /* [0, n) */
 nic_rng *nic_ctx_rng(nic_ctx *ctx);
 

@@ -17,16 +17,16 @@ extern "C" {
 /* ---- layers ------------------------------------------------------------ */
 
 typedef enum nic_layer_kind {
-  NIC_LAYER_CONV2D = 1, /* stride, padding, groups (depthwise when groups == C) */
-  NIC_LAYER_DENSE,      /* fully connected on N x F (flattens 4-D input itself) */
-  NIC_LAYER_BATCHNORM,  /* per channel (4-D) or per feature (2-D) */
-  NIC_LAYER_ACT,        /* elementwise activation */
-  NIC_LAYER_POOL,       /* average or max pooling */
-  NIC_LAYER_GLOBALPOOL, /* global average or max -> N x C */
-  NIC_LAYER_DROPOUT,    /* inverted dropout, identity in eval */
+  NIC_LAYER_CONV2D = 1,      /* stride, padding, groups (depthwise when groups == C) */
+  NIC_LAYER_DENSE,           /* fully connected on N x F (flattens 4-D input itself) */
+  NIC_LAYER_BATCHNORM,       /* per channel (4-D) or per feature (2-D) */
+  NIC_LAYER_ACT,             /* elementwise activation */
+  NIC_LAYER_POOL,            /* average or max pooling */
+  NIC_LAYER_GLOBALPOOL,      /* global average or max -> N x C */
+  NIC_LAYER_DROPOUT,         /* inverted dropout, identity in eval */
   NIC_LAYER_SPATIAL_DROPOUT, /* drops whole channels */
-  NIC_LAYER_FLATTEN,    /* N x C x H x W -> N x (C*H*W), NCHW or NHWC order */
-  NIC_LAYER_ADD,        /* elementwise sum of two inputs (residuals) */
+  NIC_LAYER_FLATTEN,         /* N x C x H x W -> N x (C*H*W), NCHW or NHWC order */
+  NIC_LAYER_ADD,             /* elementwise sum of two inputs (residuals) */
   NIC_LAYER_KIND_COUNT
 } nic_layer_kind;
 
@@ -49,15 +49,15 @@ typedef struct nic_layer_spec {
   int out;          /* conv: filters; dense: units */
   int kernel[2];    /* conv/pool: kh, kw */
   int stride[2];
-  int pad[4];       /* top, left, bottom, right */
-  int groups;       /* conv: 1 = dense conv, in_channels = depthwise */
-  int bias;         /* conv/dense: has a bias */
-  nic_act act;      /* conv/dense: fused activation; ACT layer: which one */
-  float alpha;      /* leaky slope */
-  float eps;        /* batch norm epsilon */
-  float momentum;   /* batch norm running-average momentum (Keras style: new = m*old + (1-m)*batch) */
+  int pad[4];     /* top, left, bottom, right */
+  int groups;     /* conv: 1 = dense conv, in_channels = depthwise */
+  int bias;       /* conv/dense: has a bias */
+  nic_act act;    /* conv/dense: fused activation; ACT layer: which one */
+  float alpha;    /* leaky slope */
+  float eps;      /* batch norm epsilon */
+  float momentum; /* batch norm running-average momentum (Keras style: new = m*old + (1-m)*batch) */
   nic_pool_kind pool;
-  float p;          /* dropout probability */
+  float p; /* dropout probability */
   nic_flatten_order order;
 } nic_layer_spec;
 
@@ -111,8 +111,8 @@ void nic_model_free(nic_model *m);
 int nic_model_add(nic_model *m, nic_layer_spec spec, int in, int in2, nic_error *err);
 /* Depthwise (k x k, stride) then pointwise 1x1 conv with `filters`: the
  * depthwise-separable convolution. Returns the pointwise node. */
-int nic_model_add_sepconv(nic_model *m, const char *name, int filters, int k, int stride,
-                          int pad, int bias, nic_error *err);
+int nic_model_add_sepconv(nic_model *m, const char *name, int filters, int k, int stride, int pad,
+                          int bias, nic_error *err);
 
 int nic_model_num_nodes(const nic_model *m); /* layers, excluding the input */
 /* Output shape of node k (0 = input). */
@@ -155,8 +155,7 @@ void nic_model_zero_grad(nic_model *m);
  * both). Node 0's gradient exists only when backward was given dx. */
 nic_status nic_model_node_output(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
                                  nic_error *err);
-nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
-                               nic_error *err);
+nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst, nic_error *err);
 
 /* Rewrites the model for inference, in place: folds each batch norm into the
  * neighbouring conv/dense (the one before it when nothing stands between,
@@ -211,8 +210,8 @@ nic_status nic_loss_softmax_ce(const nic_tensor *logits, const int *labels,
 nic_status nic_loss_bce_logits(const nic_tensor *logits, const float *targets, float pos_weight,
                                const float *mask, float *loss, nic_tensor *grad, nic_error *err);
 /* pred N x D vs target N x D (row-major), mask per sample or NULL. */
-nic_status nic_loss_mse(const nic_tensor *pred, const float *target, const float *mask,
-                        float *loss, nic_tensor *grad, nic_error *err);
+nic_status nic_loss_mse(const nic_tensor *pred, const float *target, const float *mask, float *loss,
+                        nic_tensor *grad, nic_error *err);
 /* Cox partial likelihood, Breslow ties. risk N x 1 (log-hazard), time N,
  * event N (1 = event, 0 = censored). Mean over events. With no events in the
  * batch the loss is 0 and the gradient zero. */
@@ -254,22 +253,22 @@ nic_status nic_optimizer_step_params(nic_optimizer *o, nic_param **params, int c
 
 typedef enum nic_sched_kind {
   NIC_SCHED_CONSTANT = 0,
-  NIC_SCHED_STEP,    /* lr = base * gamma^(epoch / step_size) */
-  NIC_SCHED_COSINE,  /* base -> min_lr over total epochs, optional warmup */
-  NIC_SCHED_PLATEAU  /* multiply by factor after `patience` epochs without improvement */
+  NIC_SCHED_STEP,   /* lr = base * gamma^(epoch / step_size) */
+  NIC_SCHED_COSINE, /* base -> min_lr over total epochs, optional warmup */
+  NIC_SCHED_PLATEAU /* multiply by factor after `patience` epochs without improvement */
 } nic_sched_kind;
 
 typedef struct nic_schedule {
   nic_sched_kind kind;
   float base_lr, min_lr;
-  int step_size;  /* STEP */
-  float gamma;    /* STEP */
-  int total;      /* COSINE: epochs */
-  int warmup;     /* COSINE: linear warmup epochs */
-  float factor;   /* PLATEAU */
-  int patience;   /* PLATEAU */
-  float threshold;/* PLATEAU: relative improvement that counts */
-  int mode_max;   /* PLATEAU: 1 = metric should increase */
+  int step_size;   /* STEP */
+  float gamma;     /* STEP */
+  int total;       /* COSINE: epochs */
+  int warmup;      /* COSINE: linear warmup epochs */
+  float factor;    /* PLATEAU */
+  int patience;    /* PLATEAU */
+  float threshold; /* PLATEAU: relative improvement that counts */
+  int mode_max;    /* PLATEAU: 1 = metric should increase */
   /* state (PLATEAU) */
   float best, cur_lr;
   int bad_epochs, started;

@@ -30,7 +30,8 @@ typedef struct nic_tensor {
   int owns;     /* data is freed with the tensor */
 } nic_tensor;
 
-#define NIC_TENSOR_INIT {0, {0, 0, 0, 0}, NULL, 0, 0, NULL, 0}
+#define NIC_TENSOR_INIT                                                                            \
+  { 0, {0, 0, 0, 0}, NULL, 0, 0, NULL, 0 }
 
 int64_t nic_tensor_numel(const nic_tensor *t);
 int nic_tensor_same_shape(const nic_tensor *a, const nic_tensor *b);

@@ -18,7 +18,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_tissue(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
-int cmd_train_slides(int argc, char **argv); /* cmd_train.c (cmd_encoder.c has a static cmd_train) */
+int cmd_train_slides(int argc,
+                     char **argv); /* cmd_train.c (cmd_encoder.c has a static cmd_train) */
 int cmd_predict(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_heatmap(int argc, char **argv);

@@ -546,9 +546,9 @@ static void train_progress(void *user, const nic_enc_progress *p) {
   char mon[48] = "";
   if (!isnan(p->monitor))
     snprintf(mon, sizeof mon, " | monitor %.4f%s", p->monitor, p->improved ? " (best)" : "");
-  printf("epoch %d/%d: train loss %.4f, %.0f s, %.1f patches/s%s | %s%s\n", p->epoch + 1,
-         p->epochs, p->loss, p->seconds, p->seconds > 0 ? (double)p->samples / p->seconds : 0.0,
-         eta, p->summary, mon);
+  printf("epoch %d/%d: train loss %.4f, %.0f s, %.1f patches/s%s | %s%s\n", p->epoch + 1, p->epochs,
+         p->loss, p->seconds, p->seconds > 0 ? (double)p->samples / p->seconds : 0.0, eta,
+         p->summary, mon);
   if (p->stopping) printf("early stopping: no better monitor for the last epochs\n");
   fflush(stdout);
 }

@@ -28,7 +28,8 @@ static void usage(FILE *f) {
           "       nic <command> -h     help for one command\n"
           "       nic --version\n\ncommands:\n",
           nic_version());
-  for (int i = 0; i < ncommands; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  for (int i = 0; i < ncommands; i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
   fprintf(f, "  %-10s %s\n", "help", "this text");
 }
 

@@ -43,7 +43,15 @@ void nic_ctx_free(nic_ctx *ctx) {
   free(ctx);
 }
 
-int nic_ctx_threads(const nic_ctx *ctx) { return ctx->threads; }
-const char *nic_ctx_backend_name(const nic_ctx *ctx) { return ctx->be->ops->name; }
-nic_rng *nic_ctx_rng(nic_ctx *ctx) { return &ctx->rng; }
-nic_backend *nic_ctx_backend(nic_ctx *ctx) { return ctx->be; }
+int nic_ctx_threads(const nic_ctx *ctx) {
+  return ctx->threads;
+}
+const char *nic_ctx_backend_name(const nic_ctx *ctx) {
+  return ctx->be->ops->name;
+}
+nic_rng *nic_ctx_rng(nic_ctx *ctx) {
+  return &ctx->rng;
+}
+nic_backend *nic_ctx_backend(nic_ctx *ctx) {
+  return ctx->be;
+}

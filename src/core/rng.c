@@ -16,7 +16,9 @@ void nic_rng_seed(nic_rng *r, uint64_t seed) {
   for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 uint64_t nic_rng_next(nic_rng *r) {
   uint64_t *s = r->s;
@@ -31,7 +33,9 @@ uint64_t nic_rng_next(nic_rng *r) {
   return result;
 }
 
-double nic_rng_uniform(nic_rng *r) { return (double)(nic_rng_next(r) >> 11) * 0x1.0p-53; }
+double nic_rng_uniform(nic_rng *r) {
+  return (double)(nic_rng_next(r) >> 11) * 0x1.0p-53;
+}
 
 double nic_rng_normal(nic_rng *r) {
   /* Box-Muller; one value per call keeps the stream position simple. */

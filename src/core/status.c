@@ -35,15 +35,24 @@ nic_status nic_err_prefix(nic_error *err, const char *fmt, ...) {
 
 const char *nic_status_str(nic_status s) {
   switch (s) {
-  case NIC_OK: return "ok";
-  case NIC_EINVAL: return "invalid argument";
-  case NIC_ENOMEM: return "out of memory";
-  case NIC_EIO: return "I/O error";
-  case NIC_EFORMAT: return "malformed file";
-  case NIC_EBACKEND: return "backend error";
-  case NIC_EUNSUPPORTED: return "unsupported";
+  case NIC_OK:
+    return "ok";
+  case NIC_EINVAL:
+    return "invalid argument";
+  case NIC_ENOMEM:
+    return "out of memory";
+  case NIC_EIO:
+    return "I/O error";
+  case NIC_EFORMAT:
+    return "malformed file";
+  case NIC_EBACKEND:
+    return "backend error";
+  case NIC_EUNSUPPORTED:
+    return "unsupported";
   }
   return "unknown error";
 }
 
-const char *nic_version(void) { return NIC_VERSION_STRING; }
+const char *nic_version(void) {
+  return NIC_VERSION_STRING;
+}

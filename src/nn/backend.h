@@ -32,8 +32,7 @@ typedef struct nic_backend_ops {
   /* dst = plain copy of src (dst allocated as needed; src may be plain). */
   nic_status (*to_plain)(nic_backend *be, const nic_tensor *src, nic_tensor *dst, nic_error *err);
   /* dst += src, both the same logical shape, any layouts (dst keeps its own). */
-  nic_status (*accumulate)(nic_backend *be, nic_tensor *dst, const nic_tensor *src,
-                           nic_error *err);
+  nic_status (*accumulate)(nic_backend *be, nic_tensor *dst, const nic_tensor *src, nic_error *err);
   void (*destroy)(nic_backend *be);
 } nic_backend_ops;
 

@@ -15,9 +15,9 @@ struct nic_layer {
   nic_layer_spec spec; /* spec.name points at name[] */
   char name[64];
   int ninputs;
-  int inputs[2];               /* node indices feeding this layer */
+  int inputs[2]; /* node indices feeding this layer */
   int in_ndim, out_ndim;
-  int64_t in_shape[NIC_MAX_DIMS];  /* per-sample: shape[0] is the batch, stored as 1 */
+  int64_t in_shape[NIC_MAX_DIMS]; /* per-sample: shape[0] is the batch, stored as 1 */
   int64_t out_shape[NIC_MAX_DIMS];
   nic_param *weight, *bias;
   nic_param *gamma, *beta, *running_mean, *running_var;
@@ -30,27 +30,27 @@ typedef struct nic_meta_kv {
 } nic_meta_kv;
 
 struct nic_model {
-  int c, h, w;          /* input, per sample */
-  int nnodes;           /* layers; node k (1..nnodes) is layers[k-1] */
+  int c, h, w; /* input, per sample */
+  int nnodes;  /* layers; node k (1..nnodes) is layers[k-1] */
   int cap_nodes;
   struct nic_layer **layers;
   nic_param **params;
   int nparams, cap_params;
-  int inference_only;   /* set by nic_model_optimize_inference */
+  int inference_only; /* set by nic_model_optimize_inference */
   nic_input_info input;
   nic_meta_kv *meta;
   int nmeta;
   /* runtime, per batch */
-  nic_tensor *outs;     /* [nnodes + 1]: outs[0] unused (input is borrowed) */
-  nic_tensor *douts;    /* [nnodes + 1] */
-  int *grad_ready;      /* [nnodes + 1]: douts[k] holds node k's gradient */
-  const nic_tensor *x;  /* input of the last forward */
-  int last_start;       /* first node run by the last forward */
-  int last_upto;        /* last node run by the last forward */
-  nic_tensor scratch[2];/* gradients awaiting accumulation */
-  int trained_forward;  /* last forward was in training mode */
-  nic_tensor out_plain; /* plain copy of the output when the backend's is blocked */
-  nic_tensor pre;       /* buffer for nic_model_prepare_rgb8 */
+  nic_tensor *outs;      /* [nnodes + 1]: outs[0] unused (input is borrowed) */
+  nic_tensor *douts;     /* [nnodes + 1] */
+  int *grad_ready;       /* [nnodes + 1]: douts[k] holds node k's gradient */
+  const nic_tensor *x;   /* input of the last forward */
+  int last_start;        /* first node run by the last forward */
+  int last_upto;         /* last node run by the last forward */
+  nic_tensor scratch[2]; /* gradients awaiting accumulation */
+  int trained_forward;   /* last forward was in training mode */
+  nic_tensor out_plain;  /* plain copy of the output when the backend's is blocked */
+  nic_tensor pre;        /* buffer for nic_model_prepare_rgb8 */
   struct nic_backend *be;
 };
 

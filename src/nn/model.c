@@ -140,7 +140,8 @@ static nic_status infer_shape(nic_model *m, nic_layer *l, nic_error *err) {
         return nic_err(err, NIC_EINVAL, "%s: padding must be in [0, kernel)", l->name);
     int64_t oh = (in[2] + s->pad[0] + s->pad[2] - s->kernel[0]) / s->stride[0] + 1;
     int64_t ow = (in[3] + s->pad[1] + s->pad[3] - s->kernel[1]) / s->stride[1] + 1;
-    if (in[2] + s->pad[0] + s->pad[2] < s->kernel[0] || in[3] + s->pad[1] + s->pad[3] < s->kernel[1])
+    if (in[2] + s->pad[0] + s->pad[2] < s->kernel[0] ||
+        in[3] + s->pad[1] + s->pad[3] < s->kernel[1])
       return nic_err(err, NIC_EINVAL, "%s: input %lldx%lld smaller than the kernel", l->name,
                      (long long)in[2], (long long)in[3]);
     int64_t oc = in[1];
@@ -249,8 +250,8 @@ int nic_model_add(nic_model *m, nic_layer_spec spec, int in, int in2, nic_error 
   if (in < 0) in = m->nnodes;
   int nin = spec.kind == NIC_LAYER_ADD ? 2 : 1;
   if (in > m->nnodes || (nin == 2 && (in2 < 0 || in2 > m->nnodes))) {
-    nic_err(err, NIC_EINVAL, "layer input refers to node %d, but the model has %d", in > m->nnodes ? in : in2,
-            m->nnodes);
+    nic_err(err, NIC_EINVAL, "layer input refers to node %d, but the model has %d",
+            in > m->nnodes ? in : in2, m->nnodes);
     return -1;
   }
   if (m->nnodes == m->cap_nodes) {
@@ -312,7 +313,9 @@ int nic_model_add_sepconv(nic_model *m, const char *name, int filters, int k, in
   return nic_model_add(m, pw, -1, -1, err);
 }
 
-int nic_model_num_nodes(const nic_model *m) { return m->nnodes; }
+int nic_model_num_nodes(const nic_model *m) {
+  return m->nnodes;
+}
 
 void nic_model_node_shape(const nic_model *m, int k, int *ndim, int64_t shape[NIC_MAX_DIMS]) {
   node_shape(m, k, ndim, shape);
@@ -322,8 +325,12 @@ const char *nic_model_node_name(const nic_model *m, int k) {
   return k == 0 ? "input" : m->layers[k - 1]->name;
 }
 
-nic_layer_kind nic_model_node_kind(const nic_model *m, int k) { return m->layers[k - 1]->spec.kind; }
-const nic_layer_spec *nic_model_node_spec(const nic_model *m, int k) { return &m->layers[k - 1]->spec; }
+nic_layer_kind nic_model_node_kind(const nic_model *m, int k) {
+  return m->layers[k - 1]->spec.kind;
+}
+const nic_layer_spec *nic_model_node_spec(const nic_model *m, int k) {
+  return &m->layers[k - 1]->spec;
+}
 int nic_model_node_input(const nic_model *m, int k, int which) {
   return m->layers[k - 1]->inputs[which];
 }
@@ -547,8 +554,7 @@ nic_status nic_model_node_output(nic_model *m, nic_ctx *ctx, int k, nic_tensor *
   return be->ops->to_plain(be, &m->outs[k], dst, err);
 }
 
-nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst,
-                               nic_error *err) {
+nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *dst, nic_error *err) {
   if (!m->grad_ready || k < 0 || k > m->nnodes || !m->grad_ready[k])
     return nic_err(err, NIC_EINVAL, "no gradient for node %d: run backward first (node 0 needs dx)",
                    k);
@@ -559,7 +565,9 @@ nic_status nic_model_node_grad(nic_model *m, nic_ctx *ctx, int k, nic_tensor *ds
 
 /* ---- metadata ------------------------------------------------------------ */
 
-nic_input_info *nic_model_input_info(nic_model *m) { return &m->input; }
+nic_input_info *nic_model_input_info(nic_model *m) {
+  return &m->input;
+}
 
 void nic_model_set_meta(nic_model *m, const char *key, const char *json_value) {
   for (int i = 0; i < m->nmeta; i++)
@@ -597,8 +605,7 @@ static int first_is_avgpool2(const nic_model *m) {
   const nic_layer_spec *s = &l->spec;
   return s->kind == NIC_LAYER_POOL && s->pool == NIC_POOL_AVG && s->kernel[0] == 2 &&
          s->kernel[1] == 2 && s->stride[0] == 2 && s->stride[1] == 2 && !s->pad[0] && !s->pad[1] &&
-         !s->pad[2] && !s->pad[3] && m->h % 2 == 0 && m->w % 2 == 0 &&
-         m->layers[1]->inputs[0] == 1;
+         !s->pad[2] && !s->pad[3] && m->h % 2 == 0 && m->w % 2 == 0 && m->layers[1]->inputs[0] == 1;
 }
 
 nic_status nic_model_prepare_rgb8(nic_model *m, const uint8_t *pix, int n, int patch_size,
@@ -632,7 +639,8 @@ nic_status nic_model_prepare_rgb8(nic_model *m, const uint8_t *pix, int n, int p
       } else {
         const uint8_t *r0 = img + (int64_t)yy * stride;
         for (int xx = 0; xx < Q; xx++)
-          for (int c = 0; c < 3; c++) o[(int64_t)c * Q * Q + yy * Q + xx] = r0[3 * xx + c] * sc[c] + off[c];
+          for (int c = 0; c < 3; c++)
+            o[(int64_t)c * Q * Q + yy * Q + xx] = r0[3 * xx + c] * sc[c] + off[c];
       }
     }
   }

@@ -67,7 +67,8 @@ static void remove_node(nic_model *m, int k) {
 static void bn_affine(const nic_layer *bn, float *a, float *b) {
   int64_t c = bn->gamma->value.shape[0];
   for (int64_t i = 0; i < c; i++) {
-    double s = bn->gamma->value.data[i] / sqrt((double)bn->running_var->value.data[i] + bn->spec.eps);
+    double s =
+        bn->gamma->value.data[i] / sqrt((double)bn->running_var->value.data[i] + bn->spec.eps);
     a[i] = (float)s;
     b[i] = (float)(bn->beta->value.data[i] - bn->running_mean->value.data[i] * s);
   }

@@ -87,19 +87,16 @@ nic_layer_spec nic_spec_flatten(nic_flatten_order order) {
   return s;
 }
 
-nic_layer_spec nic_spec_add(void) { return base(NIC_LAYER_ADD); }
+nic_layer_spec nic_spec_add(void) {
+  return base(NIC_LAYER_ADD);
+}
 
 static const char *const kind_names[NIC_LAYER_KIND_COUNT] = {
-    [NIC_LAYER_CONV2D] = "conv2d",
-    [NIC_LAYER_DENSE] = "dense",
-    [NIC_LAYER_BATCHNORM] = "batchnorm",
-    [NIC_LAYER_ACT] = "activation",
-    [NIC_LAYER_POOL] = "pool",
-    [NIC_LAYER_GLOBALPOOL] = "globalpool",
-    [NIC_LAYER_DROPOUT] = "dropout",
-    [NIC_LAYER_SPATIAL_DROPOUT] = "spatial_dropout",
-    [NIC_LAYER_FLATTEN] = "flatten",
-    [NIC_LAYER_ADD] = "add",
+    [NIC_LAYER_CONV2D] = "conv2d",       [NIC_LAYER_DENSE] = "dense",
+    [NIC_LAYER_BATCHNORM] = "batchnorm", [NIC_LAYER_ACT] = "activation",
+    [NIC_LAYER_POOL] = "pool",           [NIC_LAYER_GLOBALPOOL] = "globalpool",
+    [NIC_LAYER_DROPOUT] = "dropout",     [NIC_LAYER_SPATIAL_DROPOUT] = "spatial_dropout",
+    [NIC_LAYER_FLATTEN] = "flatten",     [NIC_LAYER_ADD] = "add",
 };
 
 const char *nic_layer_kind_name(nic_layer_kind k) {
