@@ -11,13 +11,24 @@
 #include <string.h>
 #include <vips/vips.h>
 
+#include "io/vips_init.h"
 #include "nic/image.h"
 
+/* The one libvips initialisation of the process (slides use it too). */
 static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
 static int vips_init_failed; /* written only inside vips_once */
 
 static void init_vips(void) {
   vips_init_failed = VIPS_INIT("nic") != 0;
+}
+
+nic_status nic__vips_init(nic_error *err) {
+  pthread_once(&vips_once, init_vips);
+  if (!vips_init_failed) return NIC_OK;
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s", vips_error_buffer());
+  vips_error_clear();
+  return nic_err(err, NIC_EBACKEND, "cannot initialise libvips: %s", msg);
 }
 
 /* Turns libvips' accumulated error text into "PATH: message" (one line)
@@ -64,8 +75,7 @@ nic_status nic_image_load_rgb8(const char *path, uint8_t **pixels, int *width, i
                                nic_error *err) {
   *pixels = NULL;
   *width = *height = 0;
-  pthread_once(&vips_once, init_vips);
-  if (vips_init_failed) return vips_fail(err, path, "cannot initialise libvips");
+  if (nic__vips_init(err) != NIC_OK) return nic_err_prefix(err, "%s: ", path);
 
   /* Fail early with the system's reason: libvips' own message for a
    * missing file is less direct. */

@@ -13,26 +13,7 @@
 
 #include "slide/slide_internal.h"
 
-/* ---- libvips initialisation ---------------------------------------------- */
-
-/* libvips must be initialised once per process before any other call; it
- * is process-wide by nature, so it lives here and not in a context. */
-static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
-static int vips_init_failed;
-
-static void vips_init_once(void) {
-  vips_init_failed = VIPS_INIT("nic") != 0;
-}
-
-nic_status nic__vips_init(nic_error *err) {
-  pthread_once(&vips_once, vips_init_once);
-  if (vips_init_failed) {
-    char msg[256];
-    nic__vips_error(msg, sizeof msg);
-    return nic_err(err, NIC_EBACKEND, "cannot initialise libvips: %s", msg);
-  }
-  return NIC_OK;
-}
+/* ---- libvips errors ------------------------------------------------------- */
 
 void nic__vips_error(char *buf, size_t size) {
   /* libvips stacks one line per failing operation (a loader failing may

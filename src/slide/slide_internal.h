@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/vips_init.h"
 #include "nic/slide.h"
 
 typedef struct _openslide openslide_t; /* <openslide/openslide.h> */
@@ -32,9 +33,6 @@ struct nic_slide {
  * defaults (72 dpi = 353 um/px), not a microscope's calibration. */
 #define NIC_SLIDE_MAX_RESOLUTION_MPP 25.0
 
-/* libvips is initialised once per process, on first use. Returns NIC_OK or
- * NIC_EBACKEND with libvips' message. */
-nic_status nic__vips_init(nic_error *err);
 /* libvips' pending error text (cleared), without the trailing newline, in
  * buf; "unknown libvips error" when there is none. */
 void nic__vips_error(char *buf, size_t size);
