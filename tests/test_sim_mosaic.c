@@ -11,6 +11,7 @@
 #include <tiffio.h>
 #include <unistd.h>
 
+#include "nic/data.h"
 #include "nic/sim.h"
 #include "sim/mosaic_internal.h"
 #include "sim/sim_internal.h"
@@ -365,7 +366,8 @@ static void test_cohort(void) {
     }
   for (int i = 0; i < ns; i++) {
     slide_row *s = &sl[i];
-    CHECK(s->label == label_of[i] && s->mpp == 0.97 && s->pw == P && s->ph == P);
+    CHECK(s->label == label_of[i] && fabs(s->mpp - NIC_PCAM_MPP) < 1e-9 && s->pw == P &&
+          s->ph == P);
     CHECK(s->ntissue >= 8 && s->ntissue <= 12);
     CHECK(s->label
               ? s->ntumour >= 2 && s->ntumour <= 4 && s->csize == s->ntumour && s->nclusters == 1
@@ -427,8 +429,8 @@ static void test_cohort(void) {
     TIFFGetField(t, TIFFTAG_RESOLUTIONUNIT, &unit);
     TIFFGetField(t, TIFFTAG_XRESOLUTION, &xres);
     CHECK(unit == RESUNIT_CENTIMETER);
-    CHECK_NEAR(xres, 1e4 / 0.97, 1e-2);
-    CHECK(TIFFGetField(t, TIFFTAG_IMAGEDESCRIPTION, &d) && strstr(d, "mpp=0.97;"));
+    CHECK_NEAR(xres, 1e4 / NIC_PCAM_MPP, 1e-2);
+    CHECK(TIFFGetField(t, TIFFTAG_IMAGEDESCRIPTION, &d) && strstr(d, "mpp=0.972;"));
     TIFFClose(t);
   }
   free(sl);
@@ -612,7 +614,7 @@ static void test_pcam(void) {
   for (int i = 0; i < ns; i++) {
     pos += sl[i].label;
     total += sl[i].ntissue;
-    CHECK(sl[i].pw == 96 && sl[i].ph == 96 && sl[i].mpp == 0.97);
+    CHECK(sl[i].pw == 96 && sl[i].ph == 96 && fabs(sl[i].mpp - NIC_PCAM_MPP) < 1e-9);
     CHECK(sl[i].ntissue >= 160 && sl[i].ntissue <= 240);
     CHECK(sl[i].label ? sl[i].csize >= 4 && sl[i].csize <= 8 : sl[i].ntumour == 0);
   }

@@ -301,7 +301,7 @@ typedef struct nic_mosaic_opts {
   int clusters;                 /* tumour clusters per positive slide */
   int cluster_min, cluster_max; /* patches per cluster, uniform in [min, max] */
   int margin;                   /* background cells around the tissue's bounding box */
-  double patch_mpp;             /* um per px of the patches (0.97 for PatchCamelyon) */
+  double patch_mpp;             /* um per px of the patches (NIC_PCAM_MPP = 0.972 for PatchCamelyon) */
   int augment;                  /* random flip and rotation by 90 degrees per placed patch */
   nic_mosaic_reuse reuse;
   int jpeg_quality; /* TIFF tile quality, 1..100 */

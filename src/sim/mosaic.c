@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nic/data.h"
 #include "sim/mosaic_internal.h"
 #include "sim/sim_internal.h"
 
@@ -29,7 +30,7 @@ nic_mosaic_opts nic_mosaic_default_opts(void) {
   o.cluster_min = 4;
   o.cluster_max = 8;
   o.margin = 2;
-  o.patch_mpp = 0.97;
+  o.patch_mpp = NIC_PCAM_MPP; /* the one PatchCamelyon spacing (data.h) */
   o.reuse = NIC_MOSAIC_REUSE_AUTO;
   o.jpeg_quality = 85;
   o.cache_mb = 1024;

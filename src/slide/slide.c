@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <math.h>
 #include <openslide/openslide.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
