@@ -113,6 +113,20 @@ static nic_status load_or_build(const char *path, nic_ctx *ctx, nic_model **m, n
   return s;
 }
 
+/* Closes a measurement begun at wall time t0 / CPU time c0: rate, CPU per
+ * batch and, with --profile, the per-layer table. */
+static void finish_measuring(nic_ctx *ctx, const char *phase, int batch, long done_n, double t0,
+                             double c0, bench_result *res) {
+  double wall = now_s() - t0;
+  res->rate = done_n / wall;
+  res->cpu_ms = 1e3 * (cpu_s() - c0) / (double)(done_n / batch);
+  if (nic_profile_enabled(ctx)) {
+    char title[64];
+    snprintf(title, sizeof title, "%s, batch %d", phase, batch);
+    nic_profile_print(ctx, stdout, title, done_n / batch, wall);
+  }
+}
+
 static int bench_inference(nic_ctx *ctx, const char *model_path, int batch, double seconds,
                            bench_result *res, nic_error *err) {
   nic_model *m = NULL;
@@ -144,14 +158,7 @@ static int bench_inference(nic_ctx *ctx, const char *model_path, int batch, doub
     if (it >= 2) done_n += batch;
     if (it >= 3 && now_s() - t0 >= seconds) break;
   }
-  double wall = now_s() - t0;
-  res->rate = done_n / wall;
-  res->cpu_ms = 1e3 * (cpu_s() - c0) / (double)(done_n / batch);
-  if (nic_profile_enabled(ctx)) {
-    char title[64];
-    snprintf(title, sizeof title, "inference, batch %d", batch);
-    nic_profile_print(ctx, stdout, title, done_n / batch, wall);
-  }
+  finish_measuring(ctx, "inference", batch, done_n, t0, c0, res);
   rc = 0;
 done:
   free(pix);
@@ -210,14 +217,7 @@ static int bench_training(nic_ctx *ctx, const char *model_path, int batch, doubl
     if (it >= 2) done_n += batch;
     if (it >= 3 && now_s() - t0 >= seconds) break;
   }
-  double wall = now_s() - t0;
-  res->rate = done_n / wall;
-  res->cpu_ms = 1e3 * (cpu_s() - c0) / (double)(done_n / batch);
-  if (nic_profile_enabled(ctx)) {
-    char title[64];
-    snprintf(title, sizeof title, "training, batch %d", batch);
-    nic_profile_print(ctx, stdout, title, done_n / batch, wall);
-  }
+  finish_measuring(ctx, "training", batch, done_n, t0, c0, res);
   rc = 0;
 done:
   free(pix);
