@@ -8,8 +8,11 @@
  *
  * Concurrency: after nic_slide_open returns, every function taking a
  * `const nic_slide *` may be called from several threads at once on the
- * same slide (OpenSlide handles are thread-safe for reads and every libvips
- * read builds its own pipeline). nic_slide_close must not race with them.
+ * same slide (OpenSlide handles are thread-safe for reads, every libvips
+ * read builds its own pipeline, and the direct JPEG-tile reader of TIFF
+ * and SVS slides locks its tile cache). nic_slide_close must not race with
+ * them. NIC_SLIDE_READER=openslide in the environment (read at open) turns
+ * that reader off; see docs/slides.md.
  * A nic_mask is read-only after it is built, so nic_mask_tissue_fraction may
  * also be called concurrently. See docs/slides.md for the rules below. */
 #ifndef NIC_SLIDE_H

@@ -44,6 +44,11 @@ void nic__argb_to_rgb(const uint32_t *src, uint8_t *dst, size_t n) {
  * fraction of a pixel before (lx, ly). */
 static nic_status read_window(const nic_slide *s, int level, int64_t lx, int64_t ly, int64_t w,
                               int64_t h, uint8_t *buf, double *ox, double *oy, nic_error *err) {
+  if (nic__fast_level(s, level)) { /* JPEG tiles decoded directly, at the exact position */
+    *ox = (double)lx;
+    *oy = (double)ly;
+    return nic__fast_read(s, level, lx, ly, w, h, buf, err);
+  }
   if (s->osr) {
     double ds = s->level_ds[level];
     int64_t X = (int64_t)floor((double)lx * ds), Y = (int64_t)floor((double)ly * ds);
@@ -177,19 +182,29 @@ typedef struct region_job {
   uint8_t *out; /* out_w x out_h x 3 */
   uint8_t *buf; /* the decoded window, RGB (room for ARGB) */
   float *tmp;   /* its rows filtered horizontally, out_w x 3 each */
+  float *rowf;  /* one window row as floats, then zeros (see filter_rows) */
+  int xtaps;    /* taps per output along x (taps.max) */
   float *acc;   /* one output row being accumulated */
 } region_job;
 
-/* Source rows r0..r1 of the window -> tmp rows 0..r1-r0. */
+/* Source rows r0..r1 of the window -> tmp rows 0..r1-r0. Each row is
+ * converted to float once; every output then takes all tx->max taps (the
+ * weights past its count are 0, and the zeros after the row keep the reads
+ * in bounds), so the sums equal those over the counted taps exactly, and
+ * the loop has a fixed trip count. */
 static void filter_rows(const region_job *j, const taps *tx, int64_t r0, int64_t r1) {
+  size_t m = (size_t)j->sw * 3;
+  float *restrict f = j->rowf;
   for (int64_t r = r0; r < r1; r++) {
-    const uint8_t *row = j->buf + (size_t)(r * j->sw * 3);
+    const uint8_t *restrict row = j->buf + (size_t)r * m;
+#pragma omp simd
+    for (size_t e = 0; e < m; e++) f[e] = row[e];
     float *t = j->tmp + (size_t)((r - r0) * j->out_w * 3);
     for (int i = 0; i < j->out_w; i++) {
-      const uint8_t *p = row + tx->first[i] * 3;
+      const float *p = f + tx->first[i] * 3;
       const float *w = tx->w + (size_t)i * tx->max;
       float a0 = 0, a1 = 0, a2 = 0;
-      for (int k = 0; k < tx->count[i]; k++, p += 3) {
+      for (int k = 0; k < tx->max; k++, p += 3) {
         a0 += w[k] * p[0];
         a1 += w[k] * p[1];
         a2 += w[k] * p[2];
@@ -201,19 +216,27 @@ static void filter_rows(const region_job *j, const taps *tx, int64_t r0, int64_t
   }
 }
 
-/* tmp rows -> output rows j0.., rounding to nearest. */
+/* tmp rows -> output rows j0.., rounding to nearest. Each element is
+ * w0 * t0 + w1 * t1 + ... in tap order, vectorised across the row. */
 static void filter_columns(const region_job *j, const taps *ty, int64_t r0, int j0) {
   size_t n = (size_t)j->out_w * 3;
+  float *restrict acc = j->acc;
   for (int jj = 0; jj < ty->n; jj++) {
-    memset(j->acc, 0, sizeof(float) * n);
-    for (int k = 0; k < ty->count[jj]; k++) {
-      float wk = ty->w[(size_t)jj * ty->max + k];
-      const float *t = j->tmp + (size_t)(ty->first[jj] + k - r0) * n;
-      for (size_t x = 0; x < n; x++) j->acc[x] += wk * t[x];
+    const float *w = ty->w + (size_t)jj * ty->max;
+    const float *restrict t = j->tmp + (size_t)(ty->first[jj] - r0) * n;
+    float w0 = w[0];
+#pragma omp simd
+    for (size_t x = 0; x < n; x++) acc[x] = w0 * t[x];
+    for (int k = 1; k < ty->count[jj]; k++) {
+      const float *restrict tk = t + (size_t)k * n;
+      float wk = w[k];
+#pragma omp simd
+      for (size_t x = 0; x < n; x++) acc[x] += wk * tk[x];
     }
-    uint8_t *o = j->out + (size_t)(j0 + jj) * n;
+    uint8_t *restrict o = j->out + (size_t)(j0 + jj) * n;
+#pragma omp simd
     for (size_t x = 0; x < n; x++) {
-      int v = (int)(j->acc[x] + 0.5f);
+      int v = (int)(acc[x] + 0.5f);
       o[x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
     }
   }
@@ -266,14 +289,17 @@ static nic_status read_scaled(const nic_slide *s, double x0, double y0, double d
   j.buf = malloc((size_t)(j.sw * max_sh * 4));
   j.tmp = malloc(sizeof(float) * (size_t)(max_sh * out_w * 3));
   j.acc = malloc(sizeof(float) * (size_t)out_w * 3);
+  j.xtaps = (int)ceil(j.fx) + 2; /* taps_make's max for fx */
+  j.rowf = calloc((size_t)(j.sw + j.xtaps + 1) * 3, sizeof(float));
   nic_status st = NIC_OK;
-  if (!j.buf || !j.tmp || !j.acc)
+  if (!j.buf || !j.tmp || !j.acc || !j.rowf)
     st = nic_err(err, NIC_ENOMEM, "%s: out of memory reading a %d x %d region", s->path, out_w,
                  out_h);
   for (int j0 = 0; st == NIC_OK && j0 < out_h; j0 += band)
     st = read_band(&j, j0, j0 + band < out_h ? j0 + band : out_h, err);
   free(j.buf);
   free(j.tmp);
+  free(j.rowf);
   free(j.acc);
   return st;
 }

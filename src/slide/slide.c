@@ -454,6 +454,11 @@ nic_status nic_slide_open(nic_slide **out, const char *path, const nic_slide_opt
     nic_slide_close(s);
     return st;
   }
+  if (s->osr) st = nic__fast_open(s, err);
+  if (st != NIC_OK) {
+    nic_slide_close(s);
+    return st;
+  }
   find_spacing(s, override);
   *out = s;
   return NIC_OK;
@@ -461,6 +466,7 @@ nic_status nic_slide_open(nic_slide **out, const char *path, const nic_slide_opt
 
 void nic_slide_close(nic_slide *s) {
   if (!s) return;
+  nic__fast_close(s);
   if (s->osr) openslide_close(s->osr);
   if (s->rgba) g_object_unref(s->rgba);
   for (int i = 0; i < s->nprops; i++) {

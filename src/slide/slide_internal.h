@@ -12,12 +12,14 @@
 
 typedef struct _openslide openslide_t; /* <openslide/openslide.h> */
 typedef struct _VipsImage VipsImage;   /* <vips/vips.h> */
+typedef struct nic__fast nic__fast;    /* fastread.c */
 
 struct nic_slide {
   char *path;
   char *vendor;
   openslide_t *osr; /* the OpenSlide backend, or NULL */
   VipsImage *rgba;  /* the libvips backend: the image as 4-band uchar RGBA, or NULL */
+  nic__fast *fast;  /* direct JPEG tile reader for some OpenSlide levels, or NULL */
   int nlevels;
   int64_t *level_w, *level_h;
   double *level_ds;
@@ -41,6 +43,24 @@ void nic__vips_error(char *buf, size_t size);
  * to packed RGB: alpha 0 becomes white, partial alpha is un-premultiplied.
  * dst may alias src (it is written front to back, 3 bytes per 4 read). */
 void nic__argb_to_rgb(const uint32_t *src, uint8_t *dst, size_t n);
+
+/* ---- the direct JPEG-tile reader (fastread.c) ---- */
+
+/* Sets up s->fast for a generic-tiff or aperio slide opened by OpenSlide
+ * whose levels include JPEG-tiled ones (left NULL otherwise, or when the
+ * environment says NIC_SLIDE_READER=openslide). Fails only when out of
+ * memory or for an unknown NIC_SLIDE_READER value. */
+nic_status nic__fast_open(nic_slide *s, nic_error *err);
+void nic__fast_close(nic_slide *s);
+/* 1 when `level` is read by the fast reader rather than OpenSlide. */
+int nic__fast_level(const nic_slide *s, int level);
+/* Decodes the w x h window of `level` at level pixel (lx, ly) into rgb
+ * (packed RGB, white outside the level), as OpenSlide's pixels would be
+ * with transparency made white. Needs nic__fast_level(s, level). */
+nic_status nic__fast_read(const nic_slide *s, int level, int64_t lx, int64_t ly, int64_t w,
+                          int64_t h, uint8_t *rgb, nic_error *err);
+/* Tile cache hits and misses so far (0 without a fast reader). */
+void nic__fast_stats(const nic_slide *s, uint64_t *hits, uint64_t *misses);
 
 /* Parses "mpp=0.25" / "MPP = 0.4990" / "mpp: 0.5" in free text; returns the
  * value or 0 when absent or not positive. */
