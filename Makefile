@@ -30,8 +30,11 @@ test-asan: deps
 
 check: test test-asan
 
+# The whole pipeline on a simulated cohort (nic demo): out/demo/report.md,
+# the slide-level AUC on the last line. DEMO_ARGS passes options
+# (e.g. DEMO_ARGS="--slides 200 --size 8192").
 demo: build
-	scripts/demo.sh $(BUILD)/nic
+	scripts/demo.sh $(BUILD)/nic $(DEMO_ARGS)
 
 bench: build
 	bench/run_encoder_bench.sh $(BUILD)/nic

@@ -24,6 +24,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_heatmap(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 /* Prints "nic: <msg>" for a library error and returns 1. */
 int cli_fail(const nic_error *err);

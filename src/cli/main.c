@@ -18,6 +18,7 @@ static const nic_cli_cmd commands[] = {
     {"predict", "score compressed slides with a slide model (predictions CSV)", cmd_predict},
     {"eval", "metrics of predictions with bootstrap intervals, ROC / Kaplan-Meier plot", cmd_eval},
     {"heatmap", "Grad-CAM / attention heatmaps of slides (PNG, QuPath GeoJSON)", cmd_heatmap},
+    {"demo", "the whole pipeline on a simulated cohort, with a report (make demo)", cmd_demo},
 };
 static const int ncommands = (int)(sizeof commands / sizeof commands[0]);
 
