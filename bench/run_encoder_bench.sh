@@ -3,12 +3,15 @@
 # (default 5), on the same machine in the same session, and prints the
 # medians and the nic/PyTorch ratios, with the load average before and after
 # (on a shared machine, other jobs make single runs meaningless; see
-# docs/benchmarks.md). Usage:
-#   bench/run_encoder_bench.sh [path/to/nic] [RUNS] [SECONDS]
+# docs/benchmarks.md). ARCH is the encoder both build: nic (default) or
+# resnet-small. Usage:
+#   bench/run_encoder_bench.sh [path/to/nic] [RUNS] [SECONDS] [ARCH]
 set -euo pipefail
 NIC=${1:-build/nic}
 RUNS=${2:-5}
 SECS=${3:-8}
+ARCH=${4:-nic}
+case "$ARCH" in nic | resnet-small) ;; *) echo "ARCH must be nic or resnet-small, got '$ARCH'" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3
 tmp=$(mktemp -d)
@@ -17,9 +20,9 @@ val() { sed -n "s/^$1=//p" "$2"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
 for i in $(seq 1 "$RUNS"); do
-  echo "run $i/$RUNS" >&2
-  "$NIC" bench encoder --seconds "$SECS" > "$tmp/nic.$i"
-  "$PY" "$HERE/torch_encoder.py" --seconds "$SECS" > "$tmp/torch.$i"
+  echo "run $i/$RUNS ($ARCH)" >&2
+  "$NIC" bench encoder --arch "$ARCH" --seconds "$SECS" > "$tmp/nic.$i"
+  "$PY" "$HERE/torch_encoder.py" --arch "$ARCH" --seconds "$SECS" > "$tmp/torch.$i"
   for k in inference training; do
     val ${k}_patches_per_s "$tmp/nic.$i" >> "$tmp/nic.$k"
     val ${k}_patches_per_s "$tmp/torch.$i" >> "$tmp/torch.$k"

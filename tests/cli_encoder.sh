@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nic encoder import / embed / info from the command line, on the published
+# nic encoder import / embed / info / convert from the command line, on the published
 # multitask-4 encoder and its reference embedding in ../shared. Skipped
 # (exit 77) when $NIC_SHARED is missing.
 set -uo pipefail
@@ -151,6 +151,52 @@ a, b = [[float(v) for v in l.split()[1:]] for l in open(sys.argv[1]).read().spli
 sys.exit(0 if max(abs(x - y) for x, y in zip(a, b)) < 1e-5 else "differ")
 EOF
 ok "image sizes and --resize"
+
+# ---- convert: float16 storage ------------------------------------------------------
+"$NIC_BIN" encoder convert -h >"$TMP/h" 2>&1 || fail "convert -h exits non-zero"
+for w in --output --dtype f16 bf16 f32 running; do
+  grep -q -- "$w" "$TMP/h" || fail "convert -h does not explain $w"
+done
+"$NIC_BIN" encoder -h 2>&1 | grep -q convert || fail "nic encoder -h does not mention convert"
+"$NIC_BIN" encoder convert "$MODEL" -o "$TMP/x.safetensors" --dtype f8 2>"$TMP/err"
+[ $? -eq 2 ] && grep -q "f16, bf16 or f32" "$TMP/err" || fail "a bad --dtype should exit 2"
+"$NIC_BIN" encoder convert "$MODEL" 2>/dev/null
+[ $? -eq 2 ] || fail "convert without -o should exit 2"
+"$NIC_BIN" encoder convert "$TMP/nothing.safetensors" -o "$TMP/x.safetensors" 2>/dev/null
+[ $? -eq 1 ] || fail "converting a missing file should exit 1"
+F16="$TMP/mt4-f16.safetensors"
+"$NIC_BIN" encoder convert "$MODEL" -o "$F16" --dtype f16 >"$TMP/out" 2>&1 ||
+  { cat "$TMP/out"; fail "convert failed"; }
+grep -q "as F16" "$TMP/out" || fail "convert does not report what it stored"
+python3 - "$MODEL" "$F16" <<'EOF' || fail "the f16 file"
+import json, os, struct, sys
+def header(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return json.loads(b[8:8 + n])
+a, h = header(sys.argv[1]), header(sys.argv[2])
+assert a.pop("__metadata__")["architecture"] == h.pop("__metadata__")["architecture"]
+for name, e in h.items():
+    want = "F32" if "running_" in name else "F16"
+    assert e["dtype"] == want, (name, e["dtype"])
+    assert e["shape"] == a[name]["shape"], name
+r = os.path.getsize(sys.argv[2]) / os.path.getsize(sys.argv[1])
+assert 0.5 < r < 0.53, r
+EOF
+"$NIC_BIN" encoder info "$F16" | grep -q "trainable parameters: 594944" || fail "info on the f16 file"
+"$NIC_BIN" encoder embed --model "$F16" "$IMG" >"$TMP/emb16" || fail "embed with the f16 file"
+python3 - "$TMP/emb" "$TMP/emb16" <<'EOF' || fail "f16 embedding too far from the float32 one"
+import sys
+a, b = [[float(v) for v in open(f).read().split()[1:]] for f in sys.argv[1:3]]
+rel = max(abs(x - y) for x, y in zip(a, b)) / max(abs(x) for x in a)
+print("  f16 copy: max |diff| / max |embedding| = %.2e" % rel)
+sys.exit(0 if rel < 5e-3 else "relative error %g" % rel)
+EOF
+"$NIC_BIN" encoder convert "$F16" -o "$TMP/back.safetensors" --dtype f32 >/dev/null &&
+  "$NIC_BIN" encoder embed --model "$TMP/back.safetensors" "$IMG" >"$TMP/emb32" &&
+  cmp -s <(cut -d' ' -f2- "$TMP/emb16") <(cut -d' ' -f2- "$TMP/emb32") ||
+  fail "f16 -> f32 should give the f16 file's embeddings exactly"
+ok "convert to float16 and back"
 
 [ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all passed"

@@ -384,10 +384,14 @@ static void test_two_tasks(void) {
     CHECK(nic_model_param(m, "conv4.weight") && !nic_model_param(m, "head_colour_out.weight"));
     nic_model_free(m);
   }
-  /* the checkpoint holds the heads as well */
+  /* the checkpoint holds the heads as well, and the optimizer's state */
   char ck[700];
   nic_enc_checkpoint_path(out, ck, sizeof ck);
-  CHECK_OK(nic_model_load(&m, ck, &err));
+  nic_param *ext = NULL;
+  int next = 0;
+  CHECK_OK(nic_model_load_extra(&m, ck, "optim/", &ext, &next, &err));
+  CHECK(next > 0);
+  nic_params_free(ext, next);
   if (m) {
     CHECK(nic_model_param(m, "head_colour_out.weight") &&
           nic_model_param(m, "head_texture_out.bias"));
@@ -397,30 +401,61 @@ static void test_two_tasks(void) {
   nic_ctx_free(ctx);
 }
 
-/* Float parameters of two model files are identical. */
+/* The float tensors of two arrays of params are identical (same names). */
+static int same_tensors(nic_param *const *pa, int np, nic_param *(*find)(void *, const char *),
+                        void *other) {
+  for (int i = 0; i < np; i++) {
+    nic_param *q = find(other, pa[i]->name);
+    if (!q || nic_tensor_numel(&q->value) != nic_tensor_numel(&pa[i]->value) ||
+        memcmp(q->value.data, pa[i]->value.data,
+               sizeof(float) * (size_t)nic_tensor_numel(&q->value)))
+      return 0;
+  }
+  return 1;
+}
+
+static nic_param *find_model_param(void *m, const char *name) {
+  return nic_model_param(m, name);
+}
+
+typedef struct extras {
+  nic_param *p;
+  int n;
+} extras;
+
+static nic_param *find_extra_param(void *e, const char *name) {
+  extras *x = e;
+  for (int i = 0; i < x->n; i++)
+    if (!strcmp(x->p[i].name, name)) return &x->p[i];
+  return NULL;
+}
+
+/* Float parameters of two model files are identical, and so are their
+ * optimizer states (checkpoints). */
 static int same_params(const char *a, const char *b) {
   nic_model *ma = NULL, *mb = NULL;
+  extras ea = {NULL, 0}, eb = {NULL, 0};
   nic_error err = {0};
-  int same = nic_model_load(&ma, a, &err) == NIC_OK && nic_model_load(&mb, b, &err) == NIC_OK;
+  int same = nic_model_load_extra(&ma, a, "optim/", &ea.p, &ea.n, &err) == NIC_OK &&
+             nic_model_load_extra(&mb, b, "optim/", &eb.p, &eb.n, &err) == NIC_OK;
   int np = 0, nq = 0;
   nic_param **pa = same ? nic_model_params(ma, &np) : NULL;
   if (same) nic_model_params(mb, &nq);
-  same = same && np == nq;
-  for (int i = 0; same && i < np; i++) {
-    nic_param *q = nic_model_param(mb, pa[i]->name);
-    same = q && nic_tensor_numel(&q->value) == nic_tensor_numel(&pa[i]->value) &&
-           !memcmp(q->value.data, pa[i]->value.data,
-                   sizeof(float) * (size_t)nic_tensor_numel(&q->value));
+  same = same && np == nq && ea.n == eb.n && same_tensors(pa, np, find_model_param, mb);
+  for (int i = 0; same && i < ea.n; i++) {
+    nic_param *pe = &ea.p[i];
+    same = same_tensors(&pe, 1, find_extra_param, &eb);
   }
+  nic_params_free(ea.p, ea.n);
+  nic_params_free(eb.p, eb.n);
   nic_model_free(ma);
   nic_model_free(mb);
   return same;
 }
 
 /* Interrupted after 2 epochs and resumed to 3 = 3 epochs in one go, to the
- * bit, with a stateless optimizer (SGD without momentum: the engine cannot
- * save optimizer moments). With Adam the resumed run still continues from
- * the saved epoch. */
+ * bit, with a stateless optimizer (SGD without momentum); test_resume_adam
+ * does the same with optimizer state. */
 static void test_resume(void) {
   char full[600], part[600], spec[600], ck1[700], ck2[700];
   snprintf(full, sizeof full, "%s/full.safetensors", tmp);
@@ -468,6 +503,124 @@ static void test_resume(void) {
   snprintf(none, sizeof none, "%s/none.safetensors", tmp);
   o.output = none;
   CHECK(nic_encoder_train(ctx, &t, 1, &o, &err) != NIC_OK);
+  nic_ctx_free(ctx);
+}
+
+/* Rewrites checkpoint ck with its optimizer state changed: drop_record
+ * removes the train_state's "optimizer" record (as checkpoints written
+ * before it existed), keep_tensors (>= 0) keeps only that many optimizer
+ * tensors. */
+static void edit_checkpoint(const char *ck, int drop_record, int keep_tensors) {
+  nic_model *m = NULL;
+  nic_param *ext = NULL;
+  int next = 0;
+  nic_error err = {0};
+  CHECK_OK(nic_model_load_extra(&m, ck, "optim/", &ext, &next, &err));
+  if (!m) return;
+  if (drop_record) {
+    const char *text = nic_model_get_meta(m, "train_state");
+    json_object *st = json_tokener_parse(text);
+    json_object_object_del(st, "optimizer");
+    nic_model_set_meta(m, "train_state", json_object_to_json_string(st));
+    json_object_put(st);
+  }
+  nic_save_opts so = {NIC_STORE_F32, ext, keep_tensors >= 0 ? keep_tensors : next};
+  if (drop_record) so.nextra = 0;
+  CHECK_OK(nic_model_save_opts(m, ck, &so, &err));
+  nic_params_free(ext, next);
+  nic_model_free(m);
+}
+
+/* Copies file a to b. */
+static void copy_file(const char *a, const char *b) {
+  FILE *f = fopen(a, "rb"), *g = fopen(b, "wb");
+  CHECK(f && g);
+  char buf[65536];
+  size_t n;
+  while (f && g && (n = fread(buf, 1, sizeof buf, f)) > 0) CHECK(fwrite(buf, 1, n, g) == n);
+  if (f) fclose(f);
+  if (g) fclose(g);
+}
+
+/* With AdamW (moments, step counts, decoupled decay, a cosine schedule)
+ * and two heads, a run interrupted after epoch 1 and resumed to 3 equals
+ * the uninterrupted run to the bit: the checkpoint carries the optimizer's
+ * state. Checkpoints with missing or mismatched optimizer state are
+ * refused, or (no state at all: older checkpoints) resumed afresh. */
+static void test_resume_adam(void) {
+  char full[600], part[600], spec1[600], spec2[600], ck1[700], ck2[700], saved[720];
+  snprintf(full, sizeof full, "%s/afull.safetensors", tmp);
+  snprintf(part, sizeof part, "%s/apart.safetensors", tmp);
+  snprintf(spec1, sizeof spec1, "colour=%s,max-train=16,max-valid=8", colour_dir);
+  snprintf(spec2, sizeof spec2, "texture=%s,max-train=16,max-valid=8", texture_dir);
+  nic_enc_task t[2] = {task(spec1), task(spec2)};
+  nic_enc_train_opts o = quick_opts(full);
+  o.batch = 8;
+  o.epochs = 3;
+  o.opt = nic_opt_default(NIC_OPT_ADAMW, 1e-3f);
+  o.opt.weight_decay = 1e-2f;
+  o.schedule = NIC_SCHED_COSINE;
+  o.augment = nic_augment_default();
+  nic_ctx *ctx = nic_test_ctx(1);
+  nic_error err = {0};
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  o.output = part;
+  o.epochs = 1;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  nic_enc_checkpoint_path(full, ck1, sizeof ck1);
+  nic_enc_checkpoint_path(part, ck2, sizeof ck2);
+  snprintf(saved, sizeof saved, "%s.epoch1", ck2);
+  copy_file(ck2, saved);
+  /* the checkpoint holds both moments of every trained param, and the steps */
+  nic_model *m = NULL;
+  nic_param *ext = NULL;
+  int next = 0;
+  CHECK_OK(nic_model_load_extra(&m, ck2, "optim/", &ext, &next, &err));
+  if (m) {
+    int np = 0, trainable = 0;
+    nic_param **ps = nic_model_params(m, &np);
+    for (int i = 0; i < np; i++) trainable += ps[i]->trainable;
+    CHECK(next == 2 * trainable);
+    nic_param *w = nic_model_param(m, "conv1.weight");
+    int found = 0;
+    for (int i = 0; i < next; i++)
+      if (!strcmp(ext[i].name, "optim/conv1.weight/v")) {
+        found = 1;
+        CHECK(w && nic_tensor_same_shape(&ext[i].value, &w->value));
+        CHECK(ext[i].value.data[0] > 0); /* a second moment after some steps */
+      }
+    CHECK(found);
+    const char *text = nic_model_get_meta(m, "train_state");
+    CHECK(text && strstr(text, "\"optimizer\":{\"kind\":\"adamw\",\"slots\":\"mv\""));
+    nic_params_free(ext, next);
+    nic_model_free(m);
+  }
+  /* a plain load refuses the extra tensors */
+  CHECK(nic_model_load(&m, ck2, &err) == NIC_EFORMAT && strstr(err.msg, "unexpected tensor"));
+  o.epochs = 3;
+  o.resume = 1;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  CHECK(same_params(ck1, ck2));
+  /* another optimizer kind is refused */
+  copy_file(saved, ck2);
+  o.opt = nic_opt_default(NIC_OPT_SGD, 0.01f);
+  err = (nic_error){0};
+  CHECK(nic_encoder_train(ctx, t, 2, &o, &err) == NIC_EINVAL);
+  CHECK(strstr(err.msg, "optimizer adamw") && strstr(err.msg, "this run uses sgd"));
+  o.opt = nic_opt_default(NIC_OPT_ADAMW, 1e-3f);
+  o.opt.weight_decay = 1e-2f;
+  /* a missing state tensor is a format error naming it */
+  edit_checkpoint(ck2, 0, 3);
+  err = (nic_error){0};
+  CHECK(nic_encoder_train(ctx, t, 2, &o, &err) == NIC_EFORMAT);
+  CHECK(strstr(err.msg, "optimizer state tensor") && strstr(err.msg, "is missing"));
+  /* without any optimizer state (an older checkpoint) the run resumes with a
+   * fresh optimizer, and so no longer matches the uninterrupted run */
+  copy_file(saved, ck2);
+  edit_checkpoint(ck2, 1, 0);
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  CHECK(!same_params(ck1, ck2));
+  remove(saved);
   nic_ctx_free(ctx);
 }
 
@@ -610,6 +763,7 @@ int main(void) {
   TIMED(test_probe);
   TIMED(test_two_tasks);
   TIMED(test_resume);
+  TIMED(test_resume_adam);
   TIMED(test_unsupervised);
   return nic_test_finish();
 }

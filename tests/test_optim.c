@@ -289,6 +289,103 @@ static void test_state_keyed_by_param(void) {
   free_param(&b);
 }
 
+/* A fresh optimizer given the exported state of another continues exactly
+ * as the other would: same weights, bit for bit, after more steps. For
+ * Adam (moments + step count, so the bias correction continues), AdamW and
+ * SGD with momentum. */
+static void check_state_transfer(nic_opt_config c) {
+  const float w0[3] = {1, -2, 0.5f};
+  nic_param a, b, f;
+  make_param(&a, "w", 3, w0);
+  nic_param *pa[1] = {&a}, *pb[1] = {&b}, *pf[1] = {&f};
+  nic_optimizer *o1 = make_opt(c), *o2 = make_opt(c), *o3 = make_opt(c);
+  nic_error err = {0};
+  for (int s = 0; s < 4; s++) {
+    for (int i = 0; i < 3; i++) a.grad.data[i] = 0.3f * (float)(s + 1) - 0.7f * (float)i;
+    CHECK_OK(nic_optimizer_step_params(o1, pa, 1, NULL, NULL));
+  }
+  CHECK(nic_optimizer_num_states(o1) == 1);
+  nic_opt_state st;
+  CHECK_OK(nic_optimizer_get_state(o1, 0, &st, &err));
+  CHECK(st.param == &a && st.numel == 3);
+  CHECK(st.step == (c.kind == NIC_OPT_SGD ? 0 : 4));
+  int hm, hv;
+  nic_optimizer_slots(o1, &hm, &hv);
+  CHECK((st.m != NULL) == hm && (st.v != NULL) == hv);
+  /* b: a copy of a's weights with a's state imported into o2; f: a copy
+   * whose optimizer o3 starts afresh */
+  make_param(&b, "w", 3, a.value.data);
+  make_param(&f, "w", 3, a.value.data);
+  CHECK(!nic_optimizer_find_state(o2, &b, NULL));
+  CHECK_OK(nic_optimizer_set_state(o2, &b, st.step, st.m, st.v, &err));
+  nic_opt_state st2;
+  CHECK(nic_optimizer_find_state(o2, &b, &st2) && st2.step == st.step);
+  CHECK(st2.m != st.m || !st.m); /* a copy, not the same arrays */
+  for (int s = 0; s < 3; s++) {
+    for (int i = 0; i < 3; i++)
+      a.grad.data[i] = b.grad.data[i] = f.grad.data[i] = 0.2f * (float)i - 0.1f * (float)s;
+    CHECK_OK(nic_optimizer_step_params(o1, pa, 1, NULL, NULL));
+    CHECK_OK(nic_optimizer_step_params(o2, pb, 1, NULL, NULL));
+    CHECK_OK(nic_optimizer_step_params(o3, pf, 1, NULL, NULL));
+  }
+  CHECK(!memcmp(a.value.data, b.value.data, 3 * sizeof(float)));
+  /* with state to lose, starting afresh gives other weights */
+  CHECK((memcmp(a.value.data, f.value.data, 3 * sizeof(float)) != 0) == hm);
+  nic_optimizer_free(o1);
+  nic_optimizer_free(o2);
+  nic_optimizer_free(o3);
+  free_param(&a);
+  free_param(&b);
+  free_param(&f);
+}
+
+static void test_state_transfer(void) {
+  check_state_transfer(nic_opt_default(NIC_OPT_ADAM, 0.1f));
+  nic_opt_config w = nic_opt_default(NIC_OPT_ADAMW, 0.1f);
+  w.weight_decay = 0.1f;
+  check_state_transfer(w);
+  check_state_transfer(nic_opt_default(NIC_OPT_SGD, 0.1f));
+  nic_opt_config plain = nic_opt_default(NIC_OPT_SGD, 0.1f);
+  plain.momentum = 0;
+  check_state_transfer(plain);
+}
+
+/* set_state refuses slots the kind does not keep (or lacks ones it does),
+ * a negative step, a state of another size; get_state an index out of
+ * range. */
+static void test_state_errors(void) {
+  const float w0[2] = {1, 2}, m[4] = {0}, v[4] = {0};
+  nic_param p;
+  make_param(&p, "w", 2, w0);
+  nic_optimizer *adam = make_opt(nic_opt_default(NIC_OPT_ADAM, 0.1f));
+  nic_opt_config pc = nic_opt_default(NIC_OPT_SGD, 0.1f);
+  pc.momentum = 0;
+  nic_optimizer *plain = make_opt(pc);
+  nic_error err = {0};
+  CHECK(nic_optimizer_set_state(adam, &p, 1, m, NULL, &err) == NIC_EINVAL);
+  CHECK(strstr(err.msg, "needs slot v") != NULL);
+  CHECK(nic_optimizer_set_state(plain, &p, 0, m, NULL, &err) == NIC_EINVAL);
+  CHECK(strstr(err.msg, "has no slot m") != NULL);
+  CHECK(nic_optimizer_set_state(adam, &p, -1, m, v, &err) == NIC_EINVAL);
+  CHECK(nic_optimizer_num_states(adam) == 0);
+  CHECK_OK(nic_optimizer_set_state(adam, &p, 2, m, v, &err));
+  CHECK_OK(nic_optimizer_set_state(adam, &p, 3, m, v, &err)); /* overwrites */
+  CHECK(nic_optimizer_num_states(adam) == 1);
+  nic_opt_state st;
+  CHECK(nic_optimizer_get_state(adam, 1, &st, &err) == NIC_EINVAL);
+  CHECK(nic_optimizer_get_state(adam, -1, &st, &err) == NIC_EINVAL);
+  CHECK_OK(nic_optimizer_get_state(adam, 0, &st, &err));
+  CHECK(st.step == 3);
+  /* the param grows: its old state no longer fits */
+  free_param(&p);
+  make_param(&p, "w", 4, NULL);
+  CHECK(nic_optimizer_set_state(adam, &p, 1, m, v, &err) == NIC_EINVAL);
+  CHECK(strstr(err.msg, "changed size") != NULL);
+  nic_optimizer_free(adam);
+  nic_optimizer_free(plain);
+  free_param(&p);
+}
+
 static void test_errors(void) {
   nic_error err = {0};
   nic_optimizer *o = NULL;
@@ -577,6 +674,8 @@ int main(void) {
   RUN(test_skips_buffers);
   RUN(test_state_keyed_by_param);
   RUN(test_errors);
+  RUN(test_state_transfer);
+  RUN(test_state_errors);
   RUN(test_converge_lsq);
   RUN(test_converge_weight_decay);
   RUN(test_model_step);

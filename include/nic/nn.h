@@ -192,8 +192,45 @@ nic_status nic_model_forward_span(nic_model *m, nic_ctx *ctx, const nic_tensor *
  * .safetensors file (atomically: temp file + rename). */
 nic_status nic_model_save(const nic_model *m, const char *path, nic_error *err);
 /* Reads and fully validates a model file: header bounds, dtypes, shapes
- * against the architecture, no missing or extra tensors. */
+ * against the architecture, no missing or extra tensors. F16 and BF16
+ * tensors are converted to float32. */
 nic_status nic_model_load(nic_model **out, const char *path, nic_error *err);
+
+/* How nic_model_save_opts stores float values on disk. */
+typedef enum nic_store_dtype {
+  NIC_STORE_F32 = 0, /* IEEE single precision (what nic_model_save writes) */
+  NIC_STORE_F16,     /* IEEE half precision: half the size, ~3 significant digits */
+  NIC_STORE_BF16     /* bfloat16: half the size, float32's range, ~2 digits */
+} nic_store_dtype;
+
+typedef struct nic_save_opts {
+  /* F16/BF16 store the conv/dense weights and biases and the batch-norm
+   * gamma/beta in that dtype; batch-norm running statistics stay F32 (a
+   * variance below F16's normal range, 6.1e-5, would lose its precision),
+   * and so does any tensor holding a finite value the dtype would turn
+   * into an infinity. */
+  nic_store_dtype dtype;
+  /* Tensors stored beside the model's own (e.g. an optimizer's state in a
+   * training checkpoint), always F32. Names must not be those of model
+   * params and must be shorter than nic_param's name. */
+  const nic_param *extra;
+  int nextra;
+} nic_save_opts;
+
+/* nic_model_save with options; opts NULL = nic_model_save. */
+nic_status nic_model_save_opts(const nic_model *m, const char *path, const nic_save_opts *opts,
+                               nic_error *err);
+/* The dtype nic_model_save_opts stores param p of m in when asked for `want`. */
+nic_store_dtype nic_model_param_storage(const nic_model *m, const nic_param *p,
+                                        nic_store_dtype want);
+/* nic_model_load, except that tensors whose names begin with extra_prefix
+ * (non-empty) are not model tensors: they are returned, as float32, in
+ * *extra (*nextra of them; free with nic_params_free) instead of being
+ * rejected. */
+nic_status nic_model_load_extra(nic_model **out, const char *path, const char *extra_prefix,
+                                nic_param **extra, int *nextra, nic_error *err);
+/* Frees an array of n params (their values and gradients) and the array. */
+void nic_params_free(nic_param *p, int n);
 
 /* ---- losses -------------------------------------------------------------- */
 /* Each returns the mean loss over the contributing samples and writes
@@ -248,6 +285,39 @@ float nic_optimizer_lr(const nic_optimizer *o);
 /* Generic form on raw arrays, for tests and non-model parameters. */
 nic_status nic_optimizer_step_params(nic_optimizer *o, nic_param **params, int count,
                                      float *grad_norm, nic_error *err);
+
+/* ---- optimizer state (checkpoints) ---------------------------------------
+ * The optimizer keeps, per trainable param, state that a step creates the
+ * first time it updates the param: Adam/AdamW's first and second moments
+ * ("m", "v") and step count (for the bias correction), SGD's momentum
+ * buffer ("m"). States are keyed by the param's address; a checkpoint
+ * names them by the param's name. */
+
+/* The state of one param. Slots the optimizer kind does not keep are NULL:
+ * v for SGD, and m too for SGD without momentum. */
+typedef struct nic_opt_state {
+  const nic_param *param; /* whose state it is */
+  int64_t numel;          /* values in m and in v: the param's size */
+  int64_t step;           /* Adam/AdamW: updates applied to the param; SGD: 0 */
+  float *m, *v;
+} nic_opt_state;
+
+/* Whether this optimizer keeps the m and v slots (each 0 or 1). */
+void nic_optimizer_slots(const nic_optimizer *o, int *has_m, int *has_v);
+/* Number of params with state. */
+int nic_optimizer_num_states(const nic_optimizer *o);
+/* State i (0 <= i < nic_optimizer_num_states), in creation order. The
+ * arrays belong to the optimizer and stay valid until it is freed. */
+nic_status nic_optimizer_get_state(const nic_optimizer *o, int i, nic_opt_state *out,
+                                   nic_error *err);
+/* The state of param p: 1 and *out filled when p has state, else 0. */
+int nic_optimizer_find_state(const nic_optimizer *o, const nic_param *p, nic_opt_state *out);
+/* Creates or overwrites the state of p with copies of numel(p) values from
+ * m and v and the step count. m must be given exactly when the optimizer
+ * keeps m, v exactly when it keeps v; step must be >= 0 (Adam: the number
+ * of updates the moments have seen; ignored by SGD). */
+nic_status nic_optimizer_set_state(nic_optimizer *o, const nic_param *p, int64_t step,
+                                   const float *m, const float *v, nic_error *err);
 
 /* ---- learning-rate schedules ------------------------------------------- */
 

@@ -1,6 +1,6 @@
-/* nic bench encoder: inference and training throughput of the encoder
- * architecture on random patches, in the same shape as bench/torch_encoder.py
- * so the two can be compared in one run (bench/run_encoder_bench.sh). */
+/* nic bench encoder: inference and training throughput of an encoder
+ * architecture (NIC's or resnet-small) on random patches, in the same shape as
+ * bench/torch_encoder.py so the two can be compared in one run (bench/run_encoder_bench.sh). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,9 +106,17 @@ static void fill_random_u8(uint8_t *p, size_t n, uint64_t seed) {
   for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(nic_rng_next(&r) >> 56);
 }
 
-static nic_status load_or_build(const char *path, nic_ctx *ctx, nic_model **m, nic_error *err) {
-  if (path) return nic_model_load(m, path, err);
-  nic_status s = nic_encoder_build_nic(m, 128, err);
+/* What the benchmark runs: a model file, or an architecture by name
+ * (nic_encoder_build_arch: "nic", "resnet-small") with random weights. */
+typedef struct bench_model {
+  const char *path; /* NULL: build `arch` */
+  const char *arch;
+} bench_model;
+
+static nic_status load_or_build(const bench_model *bm, nic_ctx *ctx, nic_model **m,
+                                nic_error *err) {
+  if (bm->path) return nic_model_load(m, bm->path, err);
+  nic_status s = nic_encoder_build_arch(m, bm->arch, 128, err);
   if (s == NIC_OK) s = nic_model_init_params(*m, ctx, err);
   return s;
 }
@@ -127,13 +135,13 @@ static void finish_measuring(nic_ctx *ctx, const char *phase, int batch, long do
   }
 }
 
-static int bench_inference(nic_ctx *ctx, const char *model_path, int batch, double seconds,
+static int bench_inference(nic_ctx *ctx, const bench_model *bm, int batch, double seconds,
                            bench_result *res, nic_error *err) {
   nic_model *m = NULL;
   nic_tensor x = NIC_TENSOR_INIT;
   uint8_t *pix = NULL;
   int ps = 0, rc = -1;
-  if (load_or_build(model_path, ctx, &m, err) != NIC_OK) goto done;
+  if (load_or_build(bm, ctx, &m, err) != NIC_OK) goto done;
   if (nic_model_optimize_inference(m, err) != NIC_OK) goto done;
   ps = nic_model_input_info(m)->patch_size;
   size_t per = (size_t)ps * ps * 3;
@@ -168,14 +176,14 @@ done:
 }
 
 /* Encoder + dense classification head, Adam, softmax cross-entropy. */
-static int bench_training(nic_ctx *ctx, const char *model_path, int batch, double seconds,
+static int bench_training(nic_ctx *ctx, const bench_model *bm, int batch, double seconds,
                           bench_result *res, nic_error *err) {
   nic_model *m = NULL;
   nic_optimizer *opt = NULL;
   nic_tensor x = NIC_TENSOR_INIT, g = NIC_TENSOR_INIT;
   uint8_t *pix = NULL;
   int *labels = NULL, rc = -1;
-  if (load_or_build(model_path, ctx, &m, err) != NIC_OK) goto done;
+  if (load_or_build(bm, ctx, &m, err) != NIC_OK) goto done;
   nic_layer_spec head = nic_spec_dense(2, NIC_ACT_NONE, 0);
   head.name = "bench_head";
   if (nic_model_add(m, head, -1, -1, err) < 0) goto done;
@@ -236,7 +244,10 @@ static void bench_usage(FILE *f) {
              "softmax cross-entropy, Adam). Ends with the lines\n"
              "  inference_patches_per_s=N\n  training_patches_per_s=N\n\n"
              "options:\n"
-             "  --model M        a nic model file (default: the NIC encoder, random weights)\n"
+             "  --model M        a nic model file (default: --arch with random weights)\n"
+             "  --arch A         the architecture to build when no --model: nic (default,\n"
+             "                   the NIC encoder) or resnet-small; bench/torch_encoder.py\n"
+             "                   --arch builds the same network in PyTorch\n"
              "  --batch N        inference batch size (default 256)\n"
              "  --train-batch N  training batch size (default 64)\n"
              "  --seconds S      minimum measuring time per phase (default 10)\n"
@@ -248,16 +259,15 @@ static void bench_usage(FILE *f) {
 }
 
 int cmd_bench(int argc, char **argv) {
-  static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                       {"batch", required_argument, 0, 'b'},
-                                       {"train-batch", required_argument, 0, 'B'},
-                                       {"seconds", required_argument, 0, 's'},
-                                       {"threads", required_argument, 0, 't'},
-                                       {"only", required_argument, 0, 'o'},
-                                       {"profile", no_argument, 0, 'p'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  const char *model = NULL, *only = NULL;
+  static const struct option opts[] = {
+      {"model", required_argument, 0, 'm'},   {"arch", required_argument, 0, 'a'},
+      {"batch", required_argument, 0, 'b'},   {"train-batch", required_argument, 0, 'B'},
+      {"seconds", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
+      {"only", required_argument, 0, 'o'},    {"profile", no_argument, 0, 'p'},
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  const char *only = NULL;
+  bench_model bm = {NULL, "nic"};
+  int arch_given = 0;
   int batch = 256, tbatch = 64, threads = 0, profile = 0, c;
   double seconds = 10;
   if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
@@ -273,7 +283,11 @@ int cmd_bench(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
     case 'm':
-      model = optarg;
+      bm.path = optarg;
+      break;
+    case 'a':
+      bm.arch = optarg;
+      arch_given = 1;
       break;
     case 'b':
       if (cli_parse_int("bench", "--batch", optarg, 1, &batch)) return 2;
@@ -302,24 +316,28 @@ int cmd_bench(int argc, char **argv) {
   }
   if (only && strcmp(only, "inference") && strcmp(only, "training"))
     return cli_usage("bench", "--only must be 'inference' or 'training'");
+  if (bm.path && arch_given) return cli_usage("bench", "--model and --arch exclude each other");
+  if (strcmp(bm.arch, "nic") && strcmp(bm.arch, "resnet-small"))
+    return cli_usage("bench", "--arch must be nic or resnet-small, got '%s'", bm.arch);
   nic_ctx *ctx = cli_make_ctx(threads, 42);
   if (!ctx) return 1;
   if (profile) nic_profile_enable(ctx, 1);
   nic_error err = {0};
   nic_model *probe = NULL;
-  if (load_or_build(model, ctx, &probe, &err) != NIC_OK) {
+  if (load_or_build(&bm, ctx, &probe, &err) != NIC_OK) {
     nic_ctx_free(ctx);
     return cli_fail(&err);
   }
   double flops = (double)nic_model_flops(probe);
   nic_model_free(probe);
   double peak = fp32_peak_gflops(nic_ctx_threads(ctx));
-  printf("threads=%d backend=%s forward_mflop_per_patch=%.1f fp32_peak_gflops=%.0f\n",
-         nic_ctx_threads(ctx), nic_ctx_backend_name(ctx), flops / 1e6, peak);
+  printf("threads=%d backend=%s model=%s forward_mflop_per_patch=%.1f fp32_peak_gflops=%.0f\n",
+         nic_ctx_threads(ctx), nic_ctx_backend_name(ctx), bm.path ? bm.path : bm.arch, flops / 1e6,
+         peak);
   bench_result inf = {0, 0}, trn = {0, 0};
   int rc = 0;
   if (!only || !strcmp(only, "inference")) {
-    if (bench_inference(ctx, model, batch, seconds, &inf, &err)) {
+    if (bench_inference(ctx, &bm, batch, seconds, &inf, &err)) {
       rc = cli_fail(&err);
     } else {
       double gf = inf.rate * flops / 1e9;
@@ -329,7 +347,7 @@ int cmd_bench(int argc, char **argv) {
     }
   }
   if (!rc && (!only || !strcmp(only, "training"))) {
-    if (bench_training(ctx, model, tbatch, seconds, &trn, &err)) {
+    if (bench_training(ctx, &bm, tbatch, seconds, &trn, &err)) {
       rc = cli_fail(&err);
     } else { /* forward + backward-data + backward-weights ~ 3x forward */
       double gf = trn.rate * flops * 3 / 1e9;

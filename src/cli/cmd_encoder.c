@@ -4,6 +4,7 @@
  *   nic encoder import IN.h5 -o OUT.safetensors
  *   nic encoder embed --model M [--batch N] [--threads N] [--resize] IMAGE...
  *   nic encoder info M
+ *   nic encoder convert IN -o OUT [--dtype f16|bf16|f32]
  *   nic encoder train --task NAME=DATASET[,key=value...] ... -o OUT.safetensors
  *   nic encoder probe --model M --train DATASET --test DATASET
  */
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "cli/progress.h"
@@ -33,6 +35,8 @@ static void usage(FILE *f) {
              "  import   convert a published Keras encoder (.h5) to a nic model file\n"
              "  embed    print the embedding of each image patch\n"
              "  info     describe a model file: input, layers, parameters, metadata\n"
+             "  convert  rewrite a model file with its weights stored as float16 (or\n"
+             "           bfloat16, float32): half the size\n"
              "  train    train an encoder on labelled patch datasets (multitask), or\n"
              "           unsupervised (contrastive, autoencoder)\n"
              "  probe    linear-probe accuracy of an encoder's embeddings on a dataset\n"
@@ -365,6 +369,89 @@ static int cmd_info(int argc, char **argv) {
   return 0;
 }
 
+/* ---- convert ------------------------------------------------------------------- */
+
+static void convert_usage(FILE *f) {
+  fprintf(f, "usage: nic encoder convert IN -o OUT [--dtype f16|bf16|f32]\n"
+             "\n"
+             "Rewrites the model file IN with its float parameters stored in another\n"
+             "dtype; architecture, input description and metadata are kept. Every nic\n"
+             "command reads all three dtypes (converted to float32 on load), and so does\n"
+             "PyTorch's safetensors.\n"
+             "\n"
+             "f16 and bf16 store the conv and dense weights and biases and the batch-norm\n"
+             "gamma and beta in 2 bytes instead of 4; the batch-norm running statistics\n"
+             "stay float32 (a few KB), as does any tensor with a value the dtype cannot\n"
+             "hold (beyond +-65504 for f16). f16 keeps ~3 significant digits and is the\n"
+             "better choice for trained weights; bf16 keeps float32's range with ~2\n"
+             "digits. Embeddings of an f16 copy differ from the float32 model's by ~1e-3\n"
+             "of their scale (docs/model-format.md). f32 converts back (exactly what was\n"
+             "stored, not the original values).\n"
+             "\n"
+             "options:\n"
+             "  -o, --output FILE   the model file to write (required); written\n"
+             "                      atomically, and may be IN itself\n"
+             "  -d, --dtype D       f16 (default), bf16 or f32\n"
+             "  -h, --help          this text\n");
+}
+
+static double file_mb(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (double)st.st_size / 1e6 : 0;
+}
+
+static int cmd_convert(int argc, char **argv) {
+  static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                       {"dtype", required_argument, NULL, 'd'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *out = NULL, *dt = "f16";
+  int c;
+  while ((c = getopt_long(argc, argv, "o:d:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      out = optarg;
+      break;
+    case 'd':
+      dt = optarg;
+      break;
+    case 'h':
+      convert_usage(stdout);
+      return 0;
+    default:
+      return cli_usage("encoder convert", "unknown option");
+    }
+  }
+  if (optind != argc - 1)
+    return cli_usage("encoder convert", "expected one input model file, got %d", argc - optind);
+  if (!out) return cli_usage("encoder convert", "missing -o OUT.safetensors");
+  nic_save_opts so = {NIC_STORE_F32, NULL, 0};
+  if (!strcmp(dt, "f16"))
+    so.dtype = NIC_STORE_F16;
+  else if (!strcmp(dt, "bf16"))
+    so.dtype = NIC_STORE_BF16;
+  else if (strcmp(dt, "f32"))
+    return cli_usage("encoder convert", "--dtype must be f16, bf16 or f32, got '%s'", dt);
+  const char *in = argv[optind];
+  double in_mb = file_mb(in);
+  nic_error err = {0};
+  nic_model *m = NULL;
+  if (nic_model_load(&m, in, &err) != NIC_OK) return cli_fail(&err);
+  int np, half = 0;
+  nic_param **ps = nic_model_params(m, &np);
+  for (int i = 0; i < np; i++) half += nic_model_param_storage(m, ps[i], so.dtype) != NIC_STORE_F32;
+  nic_status s = nic_model_save_opts(m, out, &so, &err);
+  nic_model_free(m);
+  if (s != NIC_OK) return cli_fail(&err);
+  if (so.dtype == NIC_STORE_F32)
+    printf("wrote %s: all %d tensors as F32; %.2f MB (%s: %.2f MB)\n", out, np, file_mb(out), in,
+           in_mb);
+  else
+    printf("wrote %s: %d of %d tensors as %s, the rest F32; %.2f MB (%s: %.2f MB)\n", out, half, np,
+           so.dtype == NIC_STORE_F16 ? "F16" : "BF16", file_mb(out), in, in_mb);
+  return 0;
+}
+
 /* train and probe: see the end of this file */
 static int cmd_train(int argc, char **argv);
 static int cmd_probe(int argc, char **argv);
@@ -385,6 +472,7 @@ int cmd_encoder(int argc, char **argv) {
   if (!strcmp(sub, "import")) return cmd_import(argc - 1, argv + 1);
   if (!strcmp(sub, "embed")) return cmd_embed(argc - 1, argv + 1);
   if (!strcmp(sub, "info")) return cmd_info(argc - 1, argv + 1);
+  if (!strcmp(sub, "convert")) return cmd_convert(argc - 1, argv + 1);
   if (!strcmp(sub, "train")) return cmd_train(argc - 1, argv + 1);
   if (!strcmp(sub, "probe")) return cmd_probe(argc - 1, argv + 1);
   fprintf(stderr, "nic encoder: unknown subcommand '%s'\n\n", sub);
@@ -459,8 +547,9 @@ static void train_usage(FILE *f) {
              "      --monitor WHAT       loss (weighted validation loss; default) or\n"
              "                           TASK.METRIC with METRIC accuracy, balanced_accuracy,\n"
              "                           auc, mae, loss or top1 (contrastive)\n"
-             "      --resume             continue from OUT.ckpt.safetensors (same tasks and\n"
-             "                           architecture; the seed is taken from the checkpoint)\n"
+             "      --resume             continue from OUT.ckpt.safetensors (same tasks,\n"
+             "                           architecture and optimizer; weights, optimizer state\n"
+             "                           and seed are taken from the checkpoint)\n"
              "      --seed N             initialisation, order, augmentation (1)\n"
              "      --threads N          compute threads (0 = all cores)\n"
              "      --loader-threads N   decoding threads per task (1)\n"

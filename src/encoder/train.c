@@ -609,6 +609,9 @@ nic_status nic_encoder_train(nic_ctx *ctx, const nic_enc_task *tasks, int ntasks
     if (s == NIC_OK)
       logf_(&r, "resuming %s after epoch %d of %d (seed %llu)%s", r.ckpt_path, r.epoch, o.epochs,
             (unsigned long long)o.seed, r.stopped ? "; it had stopped early" : "");
+    if (s == NIC_OK && !r.opt_restored && r.epoch < o.epochs && !r.stopped)
+      logf_(&r, "note: the checkpoint holds no optimizer state (written by an older nic); "
+                "the optimizer starts afresh");
     if (s == NIC_OK && o.seed != opts->seed)
       logf_(&r, "note: the checkpoint's seed %llu replaces --seed %llu", (unsigned long long)o.seed,
             (unsigned long long)opts->seed);

@@ -75,6 +75,7 @@ typedef struct enc_run {
   int stopped;          /* early stopping ended the run */
   int64_t skipped;      /* steps skipped for a non-finite gradient */
   json_object *history; /* array of per-epoch records */
+  int opt_restored;     /* resume: the checkpoint's optimizer state was restored */
   char card_path[4200], ckpt_path[4200];
   char created[32]; /* when the run began (UTC, ISO 8601) */
 } enc_run;
@@ -126,7 +127,9 @@ nic_status enc_write_card(enc_run *r, nic_error *err);
 nic_status enc_save_checkpoint(enc_run *r, nic_error *err);
 /* The seed a checkpoint's run used. */
 nic_status enc_checkpoint_seed(const char *path, uint64_t *seed, nic_error *err);
-/* Restores parameters and state from the checkpoint. */
+/* Restores parameters, optimizer state (r->opt_restored: 0 when the
+ * checkpoint has none, as older ones) and training state from the
+ * checkpoint. */
 nic_status enc_load_checkpoint(enc_run *r, nic_error *err);
 /* Appends src's layers to dst, src's input becoming dst's node map0; batch
  * norms get bn_momentum when it is > 0. Returns the last node, or -1. */

@@ -6,10 +6,12 @@
  * model): the trunk's layers followed by every head's layers, each head
  * reading the trunk's embedding node. Heads do not feed the last node, so
  * the file is never run, only loaded for its parameters, which are matched
- * to the live trunk and heads by name. The training state (next epoch,
- * early-stopping counters, schedule state, history) travels in its metadata
- * key "train_state". The optimizer's moments are not in it: the engine has
- * no way to read or restore them (docs/encoder-training.md, "Resuming"). */
+ * to the live trunk and heads by name. The optimizer's per-param state
+ * travels as extra tensors "optim/<param>/m" and "optim/<param>/v" (float32
+ * moments / momentum buffers, shaped like the param), its step counts in the
+ * training state. The training state (next epoch, early-stopping counters,
+ * schedule state, optimizer record, history) travels in its metadata key
+ * "train_state". */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -360,6 +362,145 @@ nic_status enc_copy_params(nic_model *dst, nic_model *src, const char *what, nic
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
 
+#define OPTIM_PREFIX "optim/"
+
+/* The names of the optimizer's slots this run keeps: "", "m" or "mv". */
+static const char *opt_slots(const enc_run *r) {
+  int hm, hv;
+  nic_optimizer_slots(r->opt, &hm, &hv);
+  return hm && hv ? "mv" : hm ? "m" : "";
+}
+
+/* The live parameter (trunk, heads, shared head) called name, or NULL. */
+static nic_param *live_param(const enc_run *r, const char *name) {
+  nic_param *q = nic_model_param(r->trunk, name);
+  for (int t = 0; !q && t < r->nt; t++)
+    if (r->t[t].head) q = nic_model_param(r->t[t].head, name);
+  if (!q && r->shared) q = nic_model_param(r->shared, name);
+  return q;
+}
+
+/* "optim/<param>/<slot>", or an error when the name would not fit. */
+static nic_status optim_name(char *buf, size_t n, const char *param, char slot, nic_error *err) {
+  if ((size_t)snprintf(buf, n, OPTIM_PREFIX "%s/%c", param, slot) < n) return NIC_OK;
+  return nic_err(err, NIC_EINVAL, "parameter name '%s' is too long for a checkpoint", param);
+}
+
+/* The optimizer's state as checkpoint tensors (*ext, *next; the values
+ * borrow the optimizer's arrays) and its record for train_state: kind,
+ * slots and the step count of every param with state. */
+static nic_status optim_export(const enc_run *r, nic_param **ext, int *next, json_object **rec,
+                               nic_error *err) {
+  int ns = nic_optimizer_num_states(r->opt), n = 0;
+  *ext = calloc((size_t)(2 * ns + 1), sizeof **ext);
+  *next = 0;
+  *rec = NULL;
+  if (!*ext) return nic_err(err, NIC_ENOMEM, "out of memory");
+  json_object *steps = json_object_new_object();
+  nic_status s = NIC_OK;
+  for (int i = 0; i < ns && s == NIC_OK; i++) {
+    nic_opt_state st;
+    if ((s = nic_optimizer_get_state(r->opt, i, &st, err)) != NIC_OK) break;
+    const nic_tensor *pv = &st.param->value;
+    float *slot[2] = {st.m, st.v};
+    for (int k = 0; k < 2 && s == NIC_OK; k++) {
+      if (!slot[k]) continue;
+      s = optim_name((*ext)[n].name, sizeof(*ext)[n].name, st.param->name, "mv"[k], err);
+      if (s == NIC_OK) nic_tensor_wrap(&(*ext)[n++].value, slot[k], pv->ndim, pv->shape);
+    }
+    json_object_object_add(steps, st.param->name, json_object_new_int64(st.step));
+  }
+  if (s != NIC_OK) {
+    json_object_put(steps);
+    free(*ext);
+    *ext = NULL;
+    return s;
+  }
+  *rec = json_object_new_object();
+  json_object_object_add(*rec, "kind", jstr(opt_name(r->o->opt.kind)));
+  json_object_object_add(*rec, "slots", jstr(opt_slots(r)));
+  json_object_object_add(*rec, "steps", steps);
+  *next = n;
+  return NIC_OK;
+}
+
+/* The extra tensor called name, or NULL. */
+static const nic_param *find_extra(const nic_param *ext, int next, const char *name) {
+  for (int i = 0; i < next; i++)
+    if (!strcmp(ext[i].name, name)) return &ext[i];
+  return NULL;
+}
+
+/* One slot's tensor for param p: present exactly when the run keeps the
+ * slot, and of p's size. */
+static nic_status optim_slot(const enc_run *r, const nic_param *ext, int next, const nic_param *p,
+                             char slot, const float **out, nic_error *err) {
+  char name[sizeof ext->name + 8];
+  *out = NULL;
+  nic_status s = optim_name(name, sizeof name, p->name, slot, err);
+  if (s != NIC_OK || !strchr(opt_slots(r), slot)) return s;
+  const nic_param *t = find_extra(ext, next, name);
+  if (!t)
+    return nic_err(err, NIC_EFORMAT, "%s: optimizer state tensor '%s' is missing", r->ckpt_path,
+                   name);
+  if (nic_tensor_numel(&t->value) != nic_tensor_numel(&p->value))
+    return nic_err(err, NIC_EFORMAT,
+                   "%s: optimizer state tensor '%s' has %lld values, '%s' has %lld", r->ckpt_path,
+                   name, (long long)nic_tensor_numel(&t->value), p->name,
+                   (long long)nic_tensor_numel(&p->value));
+  *out = t->value.data;
+  return NIC_OK;
+}
+
+/* Restores the optimizer's state from the checkpoint's record (train_state
+ * key "optimizer") and tensors. A checkpoint without a record (written
+ * before optimizer state was saved) leaves the optimizer fresh and
+ * r->opt_restored 0; a record of another optimizer, or one whose tensors
+ * are missing, mis-sized or unaccounted for, is an error. */
+static nic_status optim_import(enc_run *r, json_object *st, const nic_param *ext, int next,
+                               nic_error *err) {
+  const char *what = r->ckpt_path;
+  json_object *rec = NULL, *steps = NULL, *v = NULL;
+  r->opt_restored = 0;
+  if (!json_object_object_get_ex(st, "optimizer", &rec) || !rec) {
+    if (next > 0)
+      return nic_err(err, NIC_EFORMAT, "%s: optimizer tensors without an optimizer record", what);
+    return NIC_OK;
+  }
+  const char *kind =
+      json_object_object_get_ex(rec, "kind", &v) && v ? json_object_get_string(v) : "";
+  const char *slots =
+      json_object_object_get_ex(rec, "slots", &v) && v ? json_object_get_string(v) : "";
+  if (strcmp(kind, opt_name(r->o->opt.kind)) || strcmp(slots, opt_slots(r)))
+    return nic_err(err, NIC_EINVAL,
+                   "%s holds the state of optimizer %s (slots '%s'); this run uses %s (slots "
+                   "'%s'): resume with the same --optimizer (and --momentum on or off), or start "
+                   "afresh without --resume",
+                   what, kind, slots, opt_name(r->o->opt.kind), opt_slots(r));
+  if (!json_object_object_get_ex(rec, "steps", &steps) ||
+      !json_object_is_type(steps, json_type_object))
+    return nic_err(err, NIC_EFORMAT, "%s: the optimizer record has no steps", what);
+  int used = 0;
+  json_object_object_foreach(steps, name, jstep) {
+    nic_param *p = live_param(r, name);
+    if (!p)
+      return nic_err(err, NIC_EFORMAT, "%s: optimizer state for '%s', which this run does not have",
+                     what, name);
+    int64_t step = json_object_is_type(jstep, json_type_int) ? json_object_get_int64(jstep) : -1;
+    const float *m = NULL, *vv = NULL;
+    nic_status s = optim_slot(r, ext, next, p, 'm', &m, err);
+    if (s == NIC_OK) s = optim_slot(r, ext, next, p, 'v', &vv, err);
+    if (s == NIC_OK) s = nic_optimizer_set_state(r->opt, p, step, m, vv, err);
+    if (s != NIC_OK) return nic_err_prefix(err, "%s: ", what);
+    used += (m != NULL) + (vv != NULL);
+  }
+  if (used != next)
+    return nic_err(err, NIC_EFORMAT, "%s: %d optimizer tensors belong to no recorded parameter",
+                   what, next - used);
+  r->opt_restored = 1;
+  return NIC_OK;
+}
+
 /* What must match for a checkpoint to be resumed: the parameters' meaning. */
 static json_object *fingerprint(const enc_run *r) {
   json_object *f = json_object_new_object(), *tasks = json_object_new_array();
@@ -378,7 +519,7 @@ static json_object *fingerprint(const enc_run *r) {
   return f;
 }
 
-static json_object *train_state(const enc_run *r) {
+static json_object *train_state(const enc_run *r, json_object *optim) {
   json_object *s = json_object_new_object(), *sc = json_object_new_object();
   json_object_object_add(s, "epoch", json_object_new_int(r->epoch));
   json_object_object_add(s, "best", jnum(r->best));
@@ -394,6 +535,7 @@ static json_object *train_state(const enc_run *r) {
   json_object_object_add(sc, "started", json_object_new_int(r->sched.started));
   json_object_object_add(s, "schedule", sc);
   json_object_object_add(s, "fingerprint", fingerprint(r));
+  json_object_object_add(s, "optimizer", optim);
   json_object_object_add(s, "history",
                          r->history ? json_object_get(r->history) : json_object_new_array());
   return s;
@@ -414,18 +556,22 @@ nic_status enc_save_checkpoint(enc_run *r, nic_error *err) {
   int np;
   nic_param **ps = nic_model_params(m, &np);
   for (int i = 0; i < np; i++) {
-    nic_param *q = nic_model_param(r->trunk, ps[i]->name);
-    for (int t = 0; !q && t < r->nt; t++)
-      if (r->t[t].head) q = nic_model_param(r->t[t].head, ps[i]->name);
-    if (!q && r->shared) q = nic_model_param(r->shared, ps[i]->name);
+    nic_param *q = live_param(r, ps[i]->name);
     if (q)
       memcpy(ps[i]->value.data, q->value.data, sizeof(float) * (size_t)nic_tensor_numel(&q->value));
   }
-  json_object *st = train_state(r);
+  json_object *optim = NULL;
+  nic_save_opts so = {NIC_STORE_F32, NULL, 0};
+  nic_param *ext = NULL;
+  s = optim_export(r, &ext, &so.nextra, &optim, err);
+  if (s != NIC_OK) goto done;
+  so.extra = ext;
+  json_object *st = train_state(r, optim);
   nic_model_set_meta(m, "train_state", json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN));
   json_object_put(st);
   nic_model_set_meta(m, "architecture_name", "\"encoder-training-checkpoint\"");
-  s = nic_model_save(m, r->ckpt_path, err);
+  s = nic_model_save_opts(m, r->ckpt_path, &so, err);
+  free(ext); /* the values borrowed the optimizer's arrays */
 done:
   nic_model_free(m);
   if (emb < 0) return err && err->code != NIC_OK ? err->code : NIC_EINVAL;
@@ -482,7 +628,10 @@ static nic_status restore_state(enc_run *r, json_object *st, nic_error *err) {
 
 nic_status enc_checkpoint_seed(const char *path, uint64_t *seed, nic_error *err) {
   nic_model *m = NULL;
-  nic_status s = nic_model_load(&m, path, err);
+  nic_param *ext = NULL;
+  int next = 0;
+  nic_status s = nic_model_load_extra(&m, path, OPTIM_PREFIX, &ext, &next, err);
+  nic_params_free(ext, next);
   if (s != NIC_OK) return nic_err_prefix(err, "--resume: ");
   const char *text = nic_model_get_meta(m, "train_state");
   char msg[256];
@@ -499,22 +648,27 @@ nic_status enc_checkpoint_seed(const char *path, uint64_t *seed, nic_error *err)
 
 nic_status enc_load_checkpoint(enc_run *r, nic_error *err) {
   nic_model *m = NULL;
-  nic_status s = nic_model_load(&m, r->ckpt_path, err);
+  nic_param *ext = NULL;
+  int next = 0;
+  nic_status s = nic_model_load_extra(&m, r->ckpt_path, OPTIM_PREFIX, &ext, &next, err);
   if (s != NIC_OK) return nic_err_prefix(err, "--resume: ");
   const char *text = nic_model_get_meta(m, "train_state");
   char msg[256];
   json_object *st = text ? nic_json_parse(text, strlen(text), msg, sizeof msg) : NULL;
   if (!st) {
     nic_model_free(m);
+    nic_params_free(ext, next);
     return nic_err(err, NIC_EFORMAT, "%s: no training state in its metadata (not a checkpoint?)",
                    r->ckpt_path);
   }
   s = restore_state(r, st, err);
-  json_object_put(st);
   if (s == NIC_OK) s = enc_copy_params(r->trunk, m, r->ckpt_path, err);
   for (int i = 0; i < r->nt && s == NIC_OK; i++)
     if (r->t[i].head) s = enc_copy_params(r->t[i].head, m, r->ckpt_path, err);
   if (s == NIC_OK && r->shared) s = enc_copy_params(r->shared, m, r->ckpt_path, err);
+  if (s == NIC_OK) s = optim_import(r, st, ext, next, err);
+  json_object_put(st);
+  nic_params_free(ext, next);
   nic_model_free(m);
   return s;
 }

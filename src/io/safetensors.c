@@ -15,6 +15,7 @@
  * and the problem. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,34 @@ static void swap_bytes(void *p, size_t n, size_t size) {
       b[j] = b[size - 1 - j];
       b[size - 1 - j] = t;
     }
+}
+
+/* bfloat16: the top half of a float32, rounded to nearest even; NaNs stay
+ * NaNs (quiet). */
+static uint16_t f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+static float bf16_to_f32(uint16_t h) {
+  uint32_t x = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+/* A value as it comes back after being stored as `dt`. */
+static float store_round_trip(float v, nic_store_dtype dt) {
+  if (dt == NIC_STORE_F16) return nic_f16_to_f32(nic_f32_to_f16(v));
+  if (dt == NIC_STORE_BF16) return bf16_to_f32(f32_to_bf16(v));
+  return v;
+}
+
+static const char *store_name(nic_store_dtype dt) {
+  return dt == NIC_STORE_F16 ? "F16" : dt == NIC_STORE_BF16 ? "BF16" : "F32";
 }
 
 static const char *pool_name(nic_pool_kind p) {
@@ -149,18 +178,31 @@ static json_object *as_string(json_object *o) {
   return s;
 }
 
+/* One tensor of the file being written: the model's params, then any
+ * extra tensors, in this order in the data section. */
+typedef struct st_out {
+  const char *name;
+  const nic_tensor *t;
+  nic_store_dtype dtype;
+} st_out;
+
+static size_t store_size(nic_store_dtype dt) {
+  return dt == NIC_STORE_F32 ? 4 : 2;
+}
+
 /* Builds the complete header text, padded with spaces to a multiple of 8.
  * *header is malloc'd. */
-static nic_status build_header(const nic_model *m, char **header, size_t *hlen, nic_error *err) {
+static nic_status build_header(const nic_model *m, const st_out *outs, int nout, char **header,
+                               size_t *hlen, nic_error *err) {
   *header = NULL;
   for (int i = 0; i < m->nmeta; i++)
     if (is_reserved(m->meta[i].key))
       return nic_err(err, NIC_EINVAL, "metadata key '%s' is reserved for the file format",
                      m->meta[i].key);
-  for (int i = 0; i < m->nparams; i++) {
-    const nic_tensor *t = &m->params[i]->value;
-    if (t->layout || !t->data)
-      return nic_err(err, NIC_EINVAL, "param '%s' is not a plain host tensor", m->params[i]->name);
+  for (int i = 0; i < nout; i++) {
+    const nic_tensor *t = outs[i].t;
+    if (t->layout || (!t->data && nic_tensor_numel(t) > 0))
+      return nic_err(err, NIC_EINVAL, "tensor '%s' is not a plain host tensor", outs[i].name);
   }
   json_object *arch = arch_json(m, err);
   if (!arch) return err ? err->code : NIC_EINVAL;
@@ -180,20 +222,20 @@ static nic_status build_header(const nic_model *m, char **header, size_t *hlen, 
     json_object_object_add(meta, m->meta[i].key, json_object_new_string(m->meta[i].value));
 
   uint64_t off = 0;
-  for (int i = 0; i < m->nparams; i++) {
-    const nic_param *p = m->params[i];
-    uint64_t bytes = (uint64_t)nic_tensor_numel(&p->value) * sizeof(float);
+  for (int i = 0; i < nout; i++) {
+    const nic_tensor *t = outs[i].t;
+    uint64_t bytes = (uint64_t)nic_tensor_numel(t) * store_size(outs[i].dtype);
     json_object *e = json_object_new_object();
-    json_object_object_add(e, "dtype", json_object_new_string("F32"));
+    json_object_object_add(e, "dtype", json_object_new_string(store_name(outs[i].dtype)));
     json_object *shape = json_object_new_array();
-    for (int d = 0; d < p->value.ndim; d++)
-      json_object_array_add(shape, json_object_new_int64(p->value.shape[d]));
+    for (int d = 0; d < t->ndim; d++)
+      json_object_array_add(shape, json_object_new_int64(t->shape[d]));
     json_object_object_add(e, "shape", shape);
     json_object *offs = json_object_new_array();
     json_object_array_add(offs, json_object_new_int64((int64_t)off));
     json_object_array_add(offs, json_object_new_int64((int64_t)(off + bytes)));
     json_object_object_add(e, "data_offsets", offs);
-    json_object_object_add(root, p->name, e);
+    json_object_object_add(root, outs[i].name, e);
     off += bytes;
   }
 
@@ -233,17 +275,28 @@ static int write_all(int fd, const void *buf, size_t n) {
   return 0;
 }
 
-/* Writes one param as little-endian float32, converting through a small
- * buffer on big-endian hosts. */
-static int write_param(int fd, const nic_tensor *t) {
+/* Writes one tensor as little-endian float32, float16 or bfloat16,
+ * converting through a small buffer (float32 on a little-endian host goes
+ * out as it is). */
+static int write_tensor(int fd, const nic_tensor *t, nic_store_dtype dt) {
   size_t n = (size_t)nic_tensor_numel(t);
-  if (host_is_little_endian()) return write_all(fd, t->data, n * sizeof(float));
-  float buf[1024];
+  int le = host_is_little_endian();
+  if (dt == NIC_STORE_F32 && le) return write_all(fd, t->data, n * sizeof(float));
+  union {
+    float f[1024];
+    uint16_t h[1024];
+  } buf;
+  size_t es = store_size(dt);
   for (size_t i = 0; i < n; i += 1024) {
     size_t c = n - i < 1024 ? n - i : 1024;
-    memcpy(buf, t->data + i, c * sizeof(float));
-    swap_bytes(buf, c, sizeof(float));
-    if (write_all(fd, buf, c * sizeof(float))) return -1;
+    if (dt == NIC_STORE_F32)
+      memcpy(buf.f, t->data + i, c * sizeof(float));
+    else if (dt == NIC_STORE_F16)
+      nic_f32_to_f16_array(t->data + i, buf.h, c);
+    else
+      for (size_t j = 0; j < c; j++) buf.h[j] = f32_to_bf16(t->data[i + j]);
+    if (!le) swap_bytes(&buf, c, es);
+    if (write_all(fd, &buf, c * es)) return -1;
   }
   return 0;
 }
@@ -269,11 +322,74 @@ static void sync_parent_dir(const char *path) {
   close(fd);
 }
 
+nic_store_dtype nic_model_param_storage(const nic_model *m, const nic_param *p,
+                                        nic_store_dtype want) {
+  if (want != NIC_STORE_F16 && want != NIC_STORE_BF16) return NIC_STORE_F32;
+  for (int k = 0; k < m->nnodes; k++) /* running statistics stay exact */
+    if (m->layers[k]->running_mean == p || m->layers[k]->running_var == p) return NIC_STORE_F32;
+  int64_t n = nic_tensor_numel(&p->value);
+  for (int64_t i = 0; i < n; i++) { /* a finite value must stay finite */
+    float v = p->value.data[i];
+    if (isfinite(v) && !isfinite(store_round_trip(v, want))) return NIC_STORE_F32;
+  }
+  return want;
+}
+
+/* The tensors to write: the model's params in the dtype opts ask for, then
+ * the extra tensors, whose names are checked. *outs is malloc'd. */
+static nic_status plan_tensors(const nic_model *m, const nic_save_opts *o, st_out **outs, int *nout,
+                               nic_error *err) {
+  int nextra = o ? o->nextra : 0;
+  if (nextra < 0 || (nextra > 0 && !o->extra))
+    return nic_err(err, NIC_EINVAL, "invalid extra tensors");
+  if (o && o->dtype != NIC_STORE_F32 && o->dtype != NIC_STORE_F16 && o->dtype != NIC_STORE_BF16)
+    return nic_err(err, NIC_EINVAL, "unknown storage dtype %d", (int)o->dtype);
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i]->value.layout || !m->params[i]->value.data)
+      return nic_err(err, NIC_EINVAL, "param '%s' is not a plain host tensor", m->params[i]->name);
+  st_out *v = malloc(sizeof *v * (size_t)(m->nparams + nextra + 1));
+  if (!v) return nic_err(err, NIC_ENOMEM, "out of memory");
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++, n++) {
+    v[n].name = m->params[i]->name;
+    v[n].t = &m->params[i]->value;
+    v[n].dtype = nic_model_param_storage(m, m->params[i], o ? o->dtype : NIC_STORE_F32);
+  }
+  for (int i = 0; i < nextra; i++, n++) {
+    const char *name = o->extra[i].name;
+    size_t len = strnlen(name, sizeof o->extra[i].name);
+    int clash = !strcmp(name, "__metadata__");
+    for (int j = 0; j < n && !clash; j++) clash = !strcmp(v[j].name, name);
+    if (len == 0 || len >= sizeof o->extra[i].name || clash) {
+      free(v);
+      return nic_err(err, NIC_EINVAL, "extra tensor name '%.*s' is empty, too long or taken",
+                     (int)len, name);
+    }
+    v[n].name = name;
+    v[n].t = &o->extra[i].value;
+    v[n].dtype = NIC_STORE_F32;
+  }
+  *outs = v;
+  *nout = n;
+  return NIC_OK;
+}
+
 nic_status nic_model_save(const nic_model *m, const char *path, nic_error *err) {
+  return nic_model_save_opts(m, path, NULL, err);
+}
+
+nic_status nic_model_save_opts(const nic_model *m, const char *path, const nic_save_opts *opts,
+                               nic_error *err) {
   char *header = NULL;
   size_t hlen = 0;
-  nic_status s = build_header(m, &header, &hlen, err);
-  if (s != NIC_OK) return nic_err_prefix(err, "saving %s: ", path);
+  st_out *outs = NULL;
+  int nout = 0;
+  nic_status s = plan_tensors(m, opts, &outs, &nout, err);
+  if (s == NIC_OK) s = build_header(m, outs, nout, &header, &hlen, err);
+  if (s != NIC_OK) {
+    free(outs);
+    return nic_err_prefix(err, "saving %s: ", path);
+  }
 
   /* Write a temporary file next to the target and rename it over, so that
    * readers never see a half-written model and a crash leaves the old one. */
@@ -281,6 +397,7 @@ nic_status nic_model_save(const nic_model *m, const char *path, nic_error *err) 
   char *tmp = malloc(tlen);
   if (!tmp) {
     free(header);
+    free(outs);
     return nic_err(err, NIC_ENOMEM, "saving %s: out of memory", path);
   }
   snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
@@ -292,7 +409,7 @@ nic_status nic_model_save(const nic_model *m, const char *path, nic_error *err) 
   uint8_t len8[8];
   for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
   int bad = write_all(fd, len8, 8) || write_all(fd, header, hlen);
-  for (int i = 0; i < m->nparams && !bad; i++) bad = write_param(fd, &m->params[i]->value);
+  for (int i = 0; i < nout && !bad; i++) bad = write_tensor(fd, outs[i].t, outs[i].dtype);
   if (bad || fsync(fd) != 0) {
     s = nic_err(err, NIC_EIO, "cannot write %s: %s", tmp, strerror(errno));
     close(fd);
@@ -313,6 +430,7 @@ nic_status nic_model_save(const nic_model *m, const char *path, nic_error *err) 
 done:
   free(tmp);
   free(header);
+  free(outs);
   return s;
 }
 
@@ -320,7 +438,7 @@ done:
  * Loading
  * ====================================================================== */
 
-enum { DT_F32 = 0, DT_F16 = 1 };
+enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
 
 typedef struct st_tensor {
   const char *name; /* points into the parsed header (lives as long as it) */
@@ -340,6 +458,9 @@ typedef struct st_reader {
   json_object *meta;   /* its __metadata__ */
   st_tensor *t;
   int nt;
+  const char *extra_prefix; /* tensors named so are returned, not rejected */
+  nic_param *extra;
+  int nextra;
   nic_error *err;
 } st_reader;
 
@@ -396,8 +517,11 @@ static nic_status parse_entry(st_reader *r, const char *name, json_object *e, st
   } else if (!strcmp(dt, "F16")) {
     t->dtype = DT_F16;
     esize = 2;
+  } else if (!strcmp(dt, "BF16")) {
+    t->dtype = DT_BF16;
+    esize = 2;
   } else {
-    return bad(r, "tensor '%s' has dtype '%s'; only F32 and F16 are supported", name, dt);
+    return bad(r, "tensor '%s' has dtype '%s'; only F32, F16 and BF16 are supported", name, dt);
   }
   json_object *shape = NULL, *offs = NULL;
   if (!json_object_object_get_ex(e, "shape", &shape) ||
@@ -867,6 +991,40 @@ static nic_status apply_metadata(st_reader *r, nic_model *m) {
 
 /* ---- tensor data ----------------------------------------------------------- */
 
+/* Reads tensor t's n values into dst as float32, whatever its dtype. */
+static nic_status read_values(st_reader *r, const st_tensor *t, float *dst, size_t n) {
+  size_t bytes = (size_t)(t->end - t->begin);
+  if (n == 0) return NIC_OK;
+  void *raw = t->dtype == DT_F32 ? (void *)dst : malloc(bytes);
+  if (!raw) return nic_err(r->err, NIC_ENOMEM, "%s: out of memory", r->path);
+  int ok = fseeko(r->f, (off_t)(r->data_start + t->begin), SEEK_SET) == 0 &&
+           fread(raw, 1, bytes, r->f) == bytes;
+  if (ok && !host_is_little_endian()) swap_bytes(raw, n, t->dtype == DT_F32 ? 4 : 2);
+  if (ok && t->dtype == DT_F16) nic_f16_to_f32_array(raw, dst, n);
+  if (ok && t->dtype == DT_BF16)
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(((const uint16_t *)raw)[i]);
+  if (raw != dst) free(raw);
+  if (!ok)
+    return nic_err(r->err, NIC_EIO, "%s: cannot read tensor '%s' (file changed?)", r->path,
+                   t->name);
+  return NIC_OK;
+}
+
+/* Reads a tensor that is not a model param into r->extra (a scalar
+ * becomes shape [1]). */
+static nic_status read_extra(st_reader *r, st_tensor *t) {
+  nic_param *p = &r->extra[r->nextra];
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "%s", t->name); /* fits: checked by parse_entry */
+  int64_t one = 1;
+  nic_error e2 = {0};
+  if (nic_tensor_alloc(&p->value, t->ndim ? t->ndim : 1, t->ndim ? t->shape : &one, &e2) != NIC_OK)
+    return nic_err(r->err, e2.code, "%s: tensor '%s': %s", r->path, t->name, e2.msg);
+  r->nextra++;
+  t->used = 1;
+  return read_values(r, t, p->value.data, (size_t)nic_tensor_numel(&p->value));
+}
+
 static nic_status read_params(st_reader *r, nic_model *m) {
   for (int i = 0; i < m->nparams; i++) {
     nic_param *p = m->params[i];
@@ -876,34 +1034,50 @@ static nic_status read_params(st_reader *r, nic_model *m) {
     if (s != NIC_OK) return s;
     if (t->used) return bad(r, "tensor '%s' is claimed twice", p->name); /* cannot happen */
     t->used = 1;
-    size_t n = (size_t)nic_tensor_numel(&p->value);
-    size_t bytes = (size_t)(t->end - t->begin);
-    if (n == 0) continue;
-    void *dst = t->dtype == DT_F32 ? (void *)p->value.data : malloc(bytes);
-    if (!dst) return nic_err(r->err, NIC_ENOMEM, "%s: out of memory", r->path);
-    int ok = fseeko(r->f, (off_t)(r->data_start + t->begin), SEEK_SET) == 0 &&
-             fread(dst, 1, bytes, r->f) == bytes;
-    if (ok && !host_is_little_endian()) swap_bytes(dst, n, t->dtype == DT_F32 ? 4 : 2);
-    if (t->dtype == DT_F16) {
-      if (ok) nic_f16_to_f32_array(dst, p->value.data, n);
-      free(dst);
-    }
-    if (!ok)
-      return nic_err(r->err, NIC_EIO, "%s: cannot read tensor '%s' (file changed?)", r->path,
-                     p->name);
+    if ((s = read_values(r, t, p->value.data, (size_t)nic_tensor_numel(&p->value))) != NIC_OK)
+      return s;
   }
-  for (int i = 0; i < r->nt; i++)
-    if (!r->t[i].used)
+  size_t plen = r->extra_prefix ? strlen(r->extra_prefix) : 0;
+  for (int i = 0; i < r->nt; i++) {
+    if (r->t[i].used) continue;
+    if (plen == 0 || strncmp(r->t[i].name, r->extra_prefix, plen) != 0)
       return bad(r, "unexpected tensor '%s' (not part of the architecture)", r->t[i].name);
+    if (!r->extra) {
+      r->extra = calloc((size_t)r->nt, sizeof *r->extra);
+      if (!r->extra) return nic_err(r->err, NIC_ENOMEM, "%s: out of memory", r->path);
+    }
+    nic_status s = read_extra(r, &r->t[i]);
+    if (s != NIC_OK) return s;
+  }
   return NIC_OK;
 }
 
+void nic_params_free(nic_param *p, int n) {
+  if (!p) return;
+  for (int i = 0; i < n; i++) {
+    nic_tensor_free(&p[i].value);
+    nic_tensor_free(&p[i].grad);
+  }
+  free(p);
+}
+
 nic_status nic_model_load(nic_model **out, const char *path, nic_error *err) {
+  return nic_model_load_extra(out, path, NULL, NULL, NULL, err);
+}
+
+nic_status nic_model_load_extra(nic_model **out, const char *path, const char *extra_prefix,
+                                nic_param **extra, int *nextra, nic_error *err) {
   *out = NULL;
+  if (extra) *extra = NULL;
+  if (nextra) *nextra = 0;
+  if ((extra_prefix && *extra_prefix) != (extra != NULL && nextra != NULL))
+    return nic_err(err, NIC_EINVAL, "loading %s: extra tensors need a prefix and both outputs",
+                   path);
   st_reader r;
   memset(&r, 0, sizeof r);
   r.path = path;
   r.err = err;
+  r.extra_prefix = extra_prefix && *extra_prefix ? extra_prefix : NULL;
   r.f = fopen(path, "rb");
   if (!r.f) return nic_err(err, NIC_EIO, "cannot open %s: %s", path, strerror(errno));
   nic_model *m = NULL;
@@ -937,8 +1111,13 @@ nic_status nic_model_load(nic_model **out, const char *path, nic_error *err) {
 done:
   if (s == NIC_OK) {
     *out = m;
+    if (extra) {
+      *extra = r.extra;
+      *nextra = r.nextra;
+    }
   } else {
     nic_model_free(m);
+    nic_params_free(r.extra, r.nextra);
   }
   json_object_put(r.root);
   free(r.t);

@@ -8,7 +8,8 @@
  *
  * Per-param state (momentum buffer, Adam moments, step count) is created
  * lazily on the first step that sees a param and found again by the param's
- * address, which is stable for a model's lifetime. */
+ * address, which is stable for a model's lifetime. nic_optimizer_get_state
+ * and nic_optimizer_set_state read and write it, for checkpoints. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +22,10 @@
 /* Below this many elements a parallel loop costs more than it saves. */
 #define PAR_MIN 65536
 
-typedef struct opt_state {
-  const nic_param *key;
-  int64_t numel;
-  int64_t step; /* Adam: updates applied to this param, for bias correction */
-  float *m;     /* SGD momentum buffer or Adam first moment */
-  float *v;     /* Adam second moment */
-} opt_state;
+/* The public nic_opt_state: param (the key), numel, step (Adam: updates
+ * applied, for bias correction), m (SGD momentum buffer or Adam first
+ * moment), v (Adam second moment). */
+typedef nic_opt_state opt_state;
 
 struct opt_item;
 
@@ -116,10 +114,17 @@ float nic_optimizer_lr(const nic_optimizer *o) {
 /* Finds the state of p, trying slot `hint` first: params come in the same
  * order every step, so the hint almost always hits and lookup stays O(1). */
 static opt_state *find_state(nic_optimizer *o, const nic_param *p, int hint) {
-  if (hint < o->nst && o->st[hint].key == p) return &o->st[hint];
+  if (hint < o->nst && o->st[hint].param == p) return &o->st[hint];
   for (int i = 0; i < o->nst; i++)
-    if (o->st[i].key == p) return &o->st[i];
+    if (o->st[i].param == p) return &o->st[i];
   return NULL;
+}
+
+static int need_m(const nic_opt_config *c) {
+  return c->kind != NIC_OPT_SGD || c->momentum > 0;
+}
+static int need_v(const nic_opt_config *c) {
+  return c->kind != NIC_OPT_SGD;
 }
 
 /* Zeroed buffers, as many as the optimizer kind needs. */
@@ -133,12 +138,11 @@ static nic_status new_state(nic_optimizer *o, const nic_param *p, int64_t numel,
     o->cap = cap;
   }
   opt_state s = {p, numel, 0, NULL, NULL};
-  int need_m = o->cfg.kind != NIC_OPT_SGD || o->cfg.momentum > 0;
-  int need_v = o->cfg.kind != NIC_OPT_SGD;
+  int hm = need_m(&o->cfg), hv = need_v(&o->cfg);
   size_t n = (size_t)(numel > 0 ? numel : 1);
-  if (need_m) s.m = calloc(n, sizeof(float));
-  if (need_v) s.v = calloc(n, sizeof(float));
-  if ((need_m && !s.m) || (need_v && !s.v)) {
+  if (hm) s.m = calloc(n, sizeof(float));
+  if (hv) s.v = calloc(n, sizeof(float));
+  if ((hm && !s.m) || (hv && !s.v)) {
     free(s.m);
     free(s.v);
     return nic_err(err, NIC_ENOMEM, "optimizer: out of memory for the state of '%s'", p->name);
@@ -157,6 +161,62 @@ static nic_status get_state(nic_optimizer *o, const nic_param *p, int hint, opt_
     return nic_err(err, NIC_EINVAL, "optimizer: param '%s' changed size from %lld to %lld", p->name,
                    (long long)s->numel, (long long)numel);
   *out = s;
+  return NIC_OK;
+}
+
+/* ---- state export and import (checkpoints) -------------------------------- */
+
+void nic_optimizer_slots(const nic_optimizer *o, int *has_m, int *has_v) {
+  if (has_m) *has_m = o ? need_m(&o->cfg) : 0;
+  if (has_v) *has_v = o ? need_v(&o->cfg) : 0;
+}
+
+int nic_optimizer_num_states(const nic_optimizer *o) {
+  return o ? o->nst : 0;
+}
+
+nic_status nic_optimizer_get_state(const nic_optimizer *o, int i, nic_opt_state *out,
+                                   nic_error *err) {
+  if (!o || !out) return nic_err(err, NIC_EINVAL, "optimizer: NULL argument");
+  if (i < 0 || i >= o->nst)
+    return nic_err(err, NIC_EINVAL, "optimizer: state %d out of range (%d states)", i, o->nst);
+  *out = o->st[i];
+  return NIC_OK;
+}
+
+int nic_optimizer_find_state(const nic_optimizer *o, const nic_param *p, nic_opt_state *out) {
+  if (!o || !p) return 0;
+  for (int i = 0; i < o->nst; i++)
+    if (o->st[i].param == p) {
+      if (out) *out = o->st[i];
+      return 1;
+    }
+  return 0;
+}
+
+/* A slot given where the kind keeps none, or missing where it keeps one. */
+static nic_status check_slot(const char *slot, int given, int needed, const nic_param *p,
+                             nic_error *err) {
+  if (given == needed) return NIC_OK;
+  return nic_err(err, NIC_EINVAL, "optimizer: state of '%s': this optimizer %s slot %s", p->name,
+                 needed ? "needs" : "has no", slot);
+}
+
+nic_status nic_optimizer_set_state(nic_optimizer *o, const nic_param *p, int64_t step,
+                                   const float *m, const float *v, nic_error *err) {
+  if (!o || !p) return nic_err(err, NIC_EINVAL, "optimizer: NULL argument");
+  if (step < 0)
+    return nic_err(err, NIC_EINVAL, "optimizer: state of '%s': step %lld is negative", p->name,
+                   (long long)step);
+  nic_status s = check_slot("m", m != NULL, need_m(&o->cfg), p, err);
+  if (s == NIC_OK) s = check_slot("v", v != NULL, need_v(&o->cfg), p, err);
+  opt_state *st = NULL;
+  if (s == NIC_OK) s = get_state(o, p, o->nst, &st, err);
+  if (s != NIC_OK) return s;
+  size_t n = (size_t)st->numel;
+  if (m) memcpy(st->m, m, n * sizeof(float));
+  if (v) memcpy(st->v, v, n * sizeof(float));
+  st->step = o->cfg.kind == NIC_OPT_SGD ? 0 : step;
   return NIC_OK;
 }
 
