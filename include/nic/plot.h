@@ -21,6 +21,20 @@ extern "C" {
 
 /* ---- Images ---- */
 
+/* An 8-bit image in memory: w x h pixels of `channels` interleaved bytes
+ * (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA), rows top to bottom, `stride`
+ * bytes apart. */
+typedef struct nic_png_image {
+  const uint8_t *px;
+  int w, h, channels;
+  size_t stride;
+} nic_png_image;
+
+/* Writes an image as a PNG file with zlib level `zlevel` (0-9; -1 for the
+ * default 6; levels up to 3 use the fast SUB filter). A failed write
+ * removes the partial file and names it in the error. */
+nic_status nic_png_write(const char *path, const nic_png_image *im, int zlevel, nic_error *err);
+
 /* Writes w x h interleaved 8-bit RGB pixels (rows top to bottom, no
  * padding) as a PNG file. */
 nic_status nic_png_write_rgb8(const char *path, const uint8_t *rgb, int w, int h, nic_error *err);

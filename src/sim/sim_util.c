@@ -1,11 +1,10 @@
-/* Shared helpers of the simulators: random draws, directories, PNG and JPEG
- * output. libpng and libjpeg report errors by longjmp from a callback; both
- * are caught here so the library never exits and every failure becomes a
- * nic_error naming the file. */
+/* Shared helpers of the simulators: random draws, directories, PNG output
+ * (through the viz module's writer) and JPEG output. libjpeg reports errors
+ * by longjmp from a callback; it is caught here so the library never exits
+ * and every failure becomes a nic_error naming the file. */
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
-#include <png.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
+#include "nic/plot.h"
 #include "sim/sim_internal.h"
 
 int64_t sim_poisson(nic_rng *r, double lambda) {
@@ -98,53 +98,10 @@ nic_status sim_write_file(const char *path, const void *data, size_t n, nic_erro
 
 /* ---- PNG ---- */
 
-typedef struct png_errctx {
-  jmp_buf jmp;
-  char msg[200];
-} png_errctx;
-
-static void png_error_cb(png_structp png, png_const_charp msg) {
-  png_errctx *e = png_get_error_ptr(png);
-  snprintf(e->msg, sizeof e->msg, "%s", msg);
-  longjmp(e->jmp, 1);
-}
-
-static void png_warning_cb(png_structp png, png_const_charp msg) {
-  (void)png, (void)msg;
-}
-
 nic_status sim_png_write(const char *path, const uint8_t *px, int w, int h, int channels,
                          size_t stride, int zlevel, nic_error *err) {
-  FILE *f = NULL;
-  if (sim_fopen(&f, path, "wb", err) != NIC_OK) return NIC_EIO;
-  /* Locals changed after setjmp must be volatile to be trusted after a longjmp. */
-  png_errctx ectx = {.msg = ""};
-  png_structp png =
-      png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, png_error_cb, png_warning_cb);
-  png_infop info = png ? png_create_info_struct(png) : NULL;
-  if (!png || !info) {
-    png_destroy_write_struct(&png, &info);
-    fclose(f);
-    return nic_err(err, NIC_ENOMEM, "writing %s: out of memory", path);
-  }
-  if (setjmp(ectx.jmp)) {
-    png_destroy_write_struct(&png, &info);
-    fclose(f);
-    return nic_err(err, NIC_EIO, "writing %s: %s", path, ectx.msg);
-  }
-  png_init_io(png, f);
-  png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
-               channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_set_compression_level(png, zlevel);
-  /* The SUB filter alone is fast and does well on flat backgrounds; the
-   * adaptive search over all filters costs more than it saves here. */
-  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
-  png_write_info(png, info);
-  for (int y = 0; y < h; y++) png_write_row(png, px + (size_t)y * stride);
-  png_write_end(png, info);
-  png_destroy_write_struct(&png, &info);
-  return sim_fclose(f, path, err);
+  nic_png_image im = {px, w, h, channels, stride};
+  return nic_png_write(path, &im, zlevel, err);
 }
 
 /* ---- JPEG ---- */
