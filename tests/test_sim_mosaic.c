@@ -630,6 +630,60 @@ static void test_pcam(void) {
   free(pl);
 }
 
+/* --cell-um: every cell is the central crop of its patch, the slide's
+ * spacing makes a cell measure exactly cell_um, and too large a cell is an
+ * error naming the sizes. */
+static void test_cell_crop(void) {
+  const char *tmp = nic_test_tmpdir();
+  char root[300], out[300];
+  snprintf(root, sizeof root, "%s/patches", tmp);
+  snprintf(out, sizeof out, "%s/out", tmp);
+  make_folder(root, "0", "1", 60, 12);
+  nic_mosaic_opts o = small_opts(root);
+  o.slides = 2;
+  o.patch_mpp = 0.5;
+  o.cell_um = 10.6; /* round(21.2) = 21 px of the 32, a cell of 10.6 / 21 um/px */
+  CHECK_OK(nic_mosaic_generate(&o, out, NULL));
+  int ns = 0, np = 0;
+  slide_row *sr = read_slides(out, &ns);
+  placed *pl = read_patches(out, &np);
+  CHECK(ns == 2 && np > 0);
+  for (int i = 0; i < ns; i++) {
+    CHECK(sr[i].pw == 21 && sr[i].ph == 21);
+    CHECK(fabs(sr[i].mpp - 10.6 / 21) < 1e-7);
+    CHECK(sr[i].w % 21 == 0 && sr[i].h % 21 == 0);
+  }
+  /* The crop starts at (32 - 21) / 2 = 5: the 10 px corner mark leaves a
+   * 5 px black corner; the rest of the cell is the patch's colour. */
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", out, sr[0].file);
+  int64_t w = 0, h = 0;
+  uint32_t *px = read_slide(path, &w, &h);
+  int checked = 0;
+  for (int i = 0; px && i < np; i++) {
+    if (strcmp(pl[i].slide, sr[0].id)) continue;
+    CHECK(pl[i].x == pl[i].gx * 21 && pl[i].y == pl[i].gy * 21);
+    uint8_t c[3];
+    palette(colour_of(pl[i].source), c);
+    const uint8_t black[3] = {0, 0, 0};
+    CHECK(near(px[(int64_t)(pl[i].y + 2) * w + pl[i].x + 2], black, TOL));
+    CHECK(near(px[(int64_t)(pl[i].y + 7) * w + pl[i].x + 7], c, TOL));
+    CHECK(near(px[(int64_t)(pl[i].y + 2) * w + pl[i].x + 15], c, TOL));
+    checked++;
+  }
+  CHECK(checked > 5);
+  free(px);
+  free(sr);
+  free(pl);
+
+  nic_error e = {0};
+  o.cell_um = 20; /* 40 px of a 32 px patch */
+  CHECK(nic_mosaic_generate(&o, out, &e) == NIC_EINVAL);
+  CHECK(strstr(e.msg, "40 px") && strstr(e.msg, "32x32"));
+  o.cell_um = -1;
+  CHECK(nic_mosaic_check(&o, &e) == NIC_EINVAL);
+}
+
 int main(void) {
   RUN(test_layouts);
   RUN(test_validation);
@@ -638,6 +692,7 @@ int main(void) {
   RUN(test_reuse);
   RUN(test_split_folders);
   RUN(test_bad_inputs);
+  RUN(test_cell_crop);
   RUN(test_pcam);
   return nic_test_finish();
 }

@@ -120,6 +120,7 @@ enum {
   OPT_CLUSTER_MAX,
   OPT_MARGIN,
   OPT_PATCH_MPP,
+  OPT_CELL_UM,
   OPT_AUGMENT,
   OPT_REUSE,
   OPT_CACHE
@@ -553,6 +554,10 @@ static void mosaic_usage(FILE *f) {
           "      --cluster-max K      (default %d..%d)\n"
           "      --margin C           cells of glass around the tissue (default %d)\n"
           "      --patch-mpp X        um per px of the patches (default %g, PatchCamelyon)\n"
+          "      --cell-um U          crop every patch to its central U um and make each\n"
+          "                           cell exactly U um (64: one NIC encoder patch, so\n"
+          "                           nic compress's grid matches the cells; default: whole\n"
+          "                           patches)\n"
           "      --augment            random flips and 90-degree rotations per patch\n"
           "      --reuse MODE         auto (default), never (fail when patches run out) or\n"
           "                           always (draw each slide independently)\n"
@@ -590,6 +595,7 @@ static int sim_mosaic(int argc, char **argv) {
       {"cluster-max", required_argument, NULL, OPT_CLUSTER_MAX},
       {"margin", required_argument, NULL, OPT_MARGIN},
       {"patch-mpp", required_argument, NULL, OPT_PATCH_MPP},
+      {"cell-um", required_argument, NULL, OPT_CELL_UM},
       {"augment", no_argument, NULL, OPT_AUGMENT},
       {"reuse", required_argument, NULL, OPT_REUSE},
       {"cache-mb", required_argument, NULL, OPT_CACHE},
@@ -658,6 +664,9 @@ static int sim_mosaic(int argc, char **argv) {
       break;
     case OPT_PATCH_MPP:
       bad = cli_parse_double(cmd, "--patch-mpp", optarg, &o.patch_mpp);
+      break;
+    case OPT_CELL_UM:
+      bad = cli_parse_double(cmd, "--cell-um", optarg, &o.cell_um);
       break;
     case OPT_AUGMENT:
       o.augment = 1;

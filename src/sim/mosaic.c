@@ -81,6 +81,9 @@ nic_status nic_mosaic_check(const nic_mosaic_opts *o, nic_error *err) {
     return nic_err(err, NIC_EINVAL, "margin %d not in 0..64 cells", o->margin);
   if (!(o->patch_mpp > 0 && o->patch_mpp < 1000))
     return nic_err(err, NIC_EINVAL, "patch mpp %g must be positive", o->patch_mpp);
+  if (!(o->cell_um >= 0 && o->cell_um < 1e5) || (o->cell_um > 0 && o->cell_um < o->patch_mpp))
+    return nic_err(err, NIC_EINVAL, "cell size %g um must be 0 (whole patches) or at least one "
+                   "patch pixel (%g um)", o->cell_um, o->patch_mpp);
   if (o->reuse != NIC_MOSAIC_REUSE_AUTO && o->reuse != NIC_MOSAIC_REUSE_NEVER &&
       o->reuse != NIC_MOSAIC_REUSE_ALWAYS)
     return nic_err(err, NIC_EINVAL, "unknown reuse mode %d", (int)o->reuse);
@@ -197,23 +200,39 @@ static nic_status fill(void *user, int thread, int x0, int y0, int w, int h, uin
   return NIC_OK;
 }
 
-/* Loads and transforms the patches of every tissue cell into cells[]. */
+/* The central cw x ch pixels of a pw-wide patch. */
+static void crop_centre(const uint8_t *px, int pw, int ph, uint8_t *dst, int cw, int ch) {
+  int x0 = (pw - cw) / 2, y0 = (ph - ch) / 2;
+  for (int y = 0; y < ch; y++)
+    memcpy(dst + (size_t)y * cw * 3, px + ((size_t)(y0 + y) * pw + x0) * 3, (size_t)cw * 3);
+}
+
+/* Loads, crops to the cell (cw x ch) and transforms the patches of every
+ * tissue cell into cells[]. */
 static nic_status fill_cells(const mosaic_pool *p, const mosaic_layout *l, const int *src,
-                             const uint8_t *tf, uint8_t *cells, int threads, nic_error *err) {
-  size_t psz = (size_t)p->pw * p->ph * 3;
+                             const uint8_t *tf, uint8_t *cells, int cw, int ch, int threads,
+                             nic_error *err) {
+  size_t psz = (size_t)cw * ch * 3;
+  int crop = cw != p->pw || ch != p->ph;
   int failed = 0;
   nic_error first = {0};
 #pragma omp parallel for schedule(dynamic, 8) num_threads(sim_threads(threads))
   for (int t = 0; t < l->ntissue; t++) {
     const uint8_t *px = NULL;
-    uint8_t *owned = NULL;
+    uint8_t *owned = NULL, *tmp = NULL;
     nic_error e = {0};
-    if (mosaic_pool_get(p, l->cluster[t] ? 1 : 0, src[t], &px, &owned, &e) == NIC_OK) {
-      transform_patch(px, cells + (size_t)t * psz, p->pw, p->ph, tf[t]);
-    } else {
+    if (crop && !(tmp = malloc(psz))) {
+      e.code = NIC_ENOMEM;
+      snprintf(e.msg, sizeof e.msg, "out of memory");
+    } else if (mosaic_pool_get(p, l->cluster[t] ? 1 : 0, src[t], &px, &owned, &e) == NIC_OK) {
+      if (crop) crop_centre(px, p->pw, p->ph, tmp, cw, ch);
+      transform_patch(crop ? tmp : px, cells + (size_t)t * psz, cw, ch, tf[t]);
+    }
+    if (e.code) {
 #pragma omp critical(nic_mosaic_err)
       if (!failed++) first = e;
     }
+    free(tmp);
     free(owned);
   }
   if (failed) return nic_err(err, first.code, "%s", first.msg);
@@ -325,7 +344,20 @@ nic_status nic_mosaic_generate(const nic_mosaic_opts *o, const char *outdir, nic
     }
   }
 
-  size_t psz = (size_t)pool.pw * pool.ph * 3;
+  /* The cell: the whole patch, or its centre cropped to cell_um. */
+  int cw = pool.pw, ch = pool.ph;
+  double mpp = o->patch_mpp;
+  if (o->cell_um > 0) {
+    int c = (int)lround(o->cell_um / o->patch_mpp);
+    if (c > pool.pw || c > pool.ph) {
+      s = nic_err(err, NIC_EINVAL, "cells of %g um need %d px of the %dx%d px patches at %g um/px",
+                  o->cell_um, c, pool.pw, pool.ph, o->patch_mpp);
+      goto done;
+    }
+    cw = ch = c;
+    mpp = o->cell_um / c;
+  }
+  size_t psz = (size_t)cw * ch * 3;
   src = malloc(sizeof(int) * (size_t)maxtissue);
   tf = malloc((size_t)maxtissue);
   cells = malloc(psz * (size_t)maxtissue);
@@ -365,30 +397,28 @@ nic_status nic_mosaic_generate(const nic_mosaic_opts *o, const char *outdir, nic
     static const uint8_t keep_shape[4] = {0, 1, 4, 5};
     for (int t = 0; t < l.ntissue; t++)
       tf[t] = !o->augment          ? 0
-              : pool.pw == pool.ph ? (uint8_t)nic_rng_below(&ra, 8)
+              : cw == ch ? (uint8_t)nic_rng_below(&ra, 8)
                                    : keep_shape[nic_rng_below(&ra, 4)];
-    if ((s = fill_cells(&pool, &l, src, tf, cells, o->threads, err)) != NIC_OK) break;
+    if ((s = fill_cells(&pool, &l, src, tf, cells, cw, ch, o->threads, err)) != NIC_OK) break;
 
     /* Glass: a grey of 236..246 with a slight tint per slide. */
-    slide_px sp = {&l, cells, pool.pw, pool.ph, {0, 0, 0}, 0};
+    slide_px sp = {&l, cells, cw, ch, {0, 0, 0}, 0};
     nic_rng rg;
     sim_rng(&rg, o->seed, MOSAIC_STREAM_GLASS, (uint64_t)i, 0);
     double grey = sim_uniform(&rg, 236, 246);
     for (int c = 0; c < 3; c++) sp.glass[c] = (uint8_t)lround(grey + sim_uniform(&rg, -3, 3));
     sp.grain = nic_rng_next(&rg);
-    sim_tiff_src ts = {l.gw * pool.pw, l.gh * pool.ph, o->patch_mpp, "nic mosaic slide", fill, &sp};
+    sim_tiff_src ts = {l.gw * cw, l.gh * ch, mpp, "nic mosaic slide", fill, &sp};
     if ((s = sim_tiff_write(&ts, tpath, o->jpeg_quality, o->threads, err)) != NIC_OK) break;
 
     int csize = 0;
     for (int k = 0; k < l.nclusters; k++) csize = l.csize[k] > csize ? l.csize[k] : csize;
     fprintf(f[F_LABELS], "%s,%s,%d\n", id, id, label[i]);
-    fprintf(f[F_SLIDES], "%s,%s,%.9g,%d,%d,%d,%d,%d,%d,%d,%d,%d\n", id, file, o->patch_mpp,
-            label[i], l.ntissue, l.ntumour, csize, l.nclusters, ts.width, ts.height, pool.pw,
-            pool.ph);
+    fprintf(f[F_SLIDES], "%s,%s,%.9g,%d,%d,%d,%d,%d,%d,%d,%d,%d\n", id, file, mpp, label[i],
+            l.ntissue, l.ntumour, csize, l.nclusters, ts.width, ts.height, cw, ch);
     for (int t = 0; t < l.ntissue; t++) {
       int c = l.cluster[t] ? 1 : 0;
-      fprintf(f[F_PATCHES], "%s,%d,%d,%d,%d,", id, l.tx[t], l.ty[t], l.tx[t] * pool.pw,
-              l.ty[t] * pool.ph);
+      fprintf(f[F_PATCHES], "%s,%d,%d,%d,%d,", id, l.tx[t], l.ty[t], l.tx[t] * cw, l.ty[t] * ch);
       csv_field(f[F_PATCHES], pool.img[c][src[t]].rel);
       fprintf(f[F_PATCHES], ",%d,%d,%d\n", c, l.cluster[t], tf[t]);
     }
