@@ -86,7 +86,7 @@ for S in $SIZES; do
   echo "simulate,$S,$(secs "$t0" "$(now)")" >> "$log"
   t0=$(now)
   run "$NIC" compress --model "$enc" --slide-mpp "$MPP" --mask "$d/masks" --min-tissue 0.02 \
-    --threads "$THREADS" -q "$d/canvases" -o "$d/features" | tail -n 1
+    $([ "$THREADS" -gt 0 ] && echo --threads "$THREADS") -q "$d/canvases" -o "$d/features" | tail -n 1
   echo "compress,$S,$(secs "$t0" "$(now)")" >> "$log"
   first="" # later models reuse the first one's folds
   for m in $MODELS; do
