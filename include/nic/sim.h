@@ -301,13 +301,13 @@ typedef struct nic_mosaic_opts {
   int clusters;                 /* tumour clusters per positive slide */
   int cluster_min, cluster_max; /* patches per cluster, uniform in [min, max] */
   int margin;                   /* background cells around the tissue's bounding box */
-  double patch_mpp;             /* um per px of the patches (NIC_PCAM_MPP = 0.972 for PatchCamelyon) */
-  double cell_um; /* > 0: every patch is cropped to its central round(cell_um / patch_mpp) px
-                     square and the slides are written at cell_um / that many um per px, so a
-                     cell measures exactly cell_um (64: one NIC encoder patch, 128 px at
-                     0.5 um/px, which aligns compress's grid with the cells); 0: whole patches
-                     at patch_mpp */
-  int augment;                  /* random flip and rotation by 90 degrees per placed patch */
+  double patch_mpp; /* um per px of the patches (NIC_PCAM_MPP = 0.972 for PatchCamelyon) */
+  double cell_um;   /* > 0: every patch is cropped to its central round(cell_um / patch_mpp) px
+                       square and the slides are written at cell_um / that many um per px, so a
+                       cell measures exactly cell_um (64: one NIC encoder patch, 128 px at
+                       0.5 um/px, which aligns compress's grid with the cells); 0: whole patches
+                       at patch_mpp */
+  int augment;      /* random flip and rotation by 90 degrees per placed patch */
   nic_mosaic_reuse reuse;
   int jpeg_quality; /* TIFF tile quality, 1..100 */
   int cache_mb;     /* keep the decoded patches in memory up to this size; beyond it they

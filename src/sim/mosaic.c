@@ -82,8 +82,10 @@ nic_status nic_mosaic_check(const nic_mosaic_opts *o, nic_error *err) {
   if (!(o->patch_mpp > 0 && o->patch_mpp < 1000))
     return nic_err(err, NIC_EINVAL, "patch mpp %g must be positive", o->patch_mpp);
   if (!(o->cell_um >= 0 && o->cell_um < 1e5) || (o->cell_um > 0 && o->cell_um < o->patch_mpp))
-    return nic_err(err, NIC_EINVAL, "cell size %g um must be 0 (whole patches) or at least one "
-                   "patch pixel (%g um)", o->cell_um, o->patch_mpp);
+    return nic_err(err, NIC_EINVAL,
+                   "cell size %g um must be 0 (whole patches) or at least one "
+                   "patch pixel (%g um)",
+                   o->cell_um, o->patch_mpp);
   if (o->reuse != NIC_MOSAIC_REUSE_AUTO && o->reuse != NIC_MOSAIC_REUSE_NEVER &&
       o->reuse != NIC_MOSAIC_REUSE_ALWAYS)
     return nic_err(err, NIC_EINVAL, "unknown reuse mode %d", (int)o->reuse);
@@ -396,9 +398,9 @@ nic_status nic_mosaic_generate(const nic_mosaic_opts *o, const char *outdir, nic
     sim_rng(&ra, o->seed, MOSAIC_STREAM_AUG, (uint64_t)i, 0);
     static const uint8_t keep_shape[4] = {0, 1, 4, 5};
     for (int t = 0; t < l.ntissue; t++)
-      tf[t] = !o->augment          ? 0
-              : cw == ch ? (uint8_t)nic_rng_below(&ra, 8)
-                                   : keep_shape[nic_rng_below(&ra, 4)];
+      tf[t] = !o->augment ? 0
+              : cw == ch  ? (uint8_t)nic_rng_below(&ra, 8)
+                          : keep_shape[nic_rng_below(&ra, 4)];
     if ((s = fill_cells(&pool, &l, src, tf, cells, cw, ch, o->threads, err)) != NIC_OK) break;
 
     /* Glass: a grey of 236..246 with a slight tint per slide. */

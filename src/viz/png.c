@@ -39,8 +39,8 @@ static int write_rows(FILE *f, const nic_png_image *im, int zlevel, png_jmp *j) 
     png_destroy_write_struct(&png, &info);
     return -1;
   }
-  static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
-                               PNG_COLOR_TYPE_RGB_ALPHA};
+  static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
+                               PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
   png_init_io(png, f);
   png_set_IHDR(png, info, (png_uint_32)im->w, (png_uint_32)im->h, 8, types[im->channels],
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -62,7 +62,8 @@ nic_status nic_png_write(const char *path, const nic_png_image *im, int zlevel, 
   if (im->channels < 1 || im->channels > 4)
     return nic_err(err, NIC_EINVAL, "png_write %s: %d channels (1 to 4)", path, im->channels);
   if (im->stride < (size_t)im->w * (size_t)im->channels)
-    return nic_err(err, NIC_EINVAL, "png_write %s: row stride %zu below the row size", path, im->stride);
+    return nic_err(err, NIC_EINVAL, "png_write %s: row stride %zu below the row size", path,
+                   im->stride);
   if (zlevel < 0 || zlevel > 9) zlevel = 6;
   FILE *f = fopen(path, "wb");
   if (!f) return nic_err(err, NIC_EIO, "cannot write %s: %s", path, strerror(errno));
