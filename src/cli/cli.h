@@ -33,6 +33,10 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* Parses a positive int flag value or reports a usage error (returns -1). */
 int cli_parse_int(const char *cmd, const char *flag, const char *s, int min, int *out);
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
+/* The bundled default encoder, looked up next to the running executable
+ * (an installed nic) and in the source tree (nic_compress_default_model).
+ * Returns 1 with its path in buf, or 0 with the places looked at in buf. */
+int cli_default_model(char *buf, size_t size);
 /* A context from --threads/--seed values; prints and returns NULL on error. */
 nic_ctx *cli_make_ctx(int threads, uint64_t seed);
 

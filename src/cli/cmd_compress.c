@@ -259,22 +259,10 @@ static char *command_line(int argc, char **argv) {
   return s;
 }
 
-/* The folder of the running executable (for an installed default model). */
-static int exe_dir(char *buf, size_t size) {
-  ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  char *slash = strrchr(buf, '/');
-  if (!slash) return -1;
-  *slash = '\0';
-  return 0;
-}
-
 /* The model to use: --model, or the bundled default. */
 static const char *pick_model(const compress_cli *o, char *buf, size_t size) {
   if (o->model) return o->model;
-  char dir[PATH_MAX];
-  if (nic_compress_default_model(exe_dir(dir, sizeof dir) == 0 ? dir : NULL, buf, size)) return buf;
+  if (cli_default_model(buf, size)) return buf;
   fprintf(stderr,
           "nic compress: no --model given and no bundled default encoder found (looked for "
           "%s).\nGive an encoder with --model FILE, e.g. one made by 'nic encoder import "

@@ -193,15 +193,7 @@ static void command_line(int argc, char **argv, char *buf, size_t size) {
  * saying where it looked and how to get one) when there is none. */
 static const char *pick_model(const char *model, char *buf, size_t size) {
   if (model) return model;
-  char dir[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-  char *slash = NULL;
-  if (n > 0) {
-    dir[n] = '\0';
-    slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-  }
-  if (nic_compress_default_model(slash ? dir : NULL, buf, size)) return buf;
+  if (cli_default_model(buf, size)) return buf;
   fprintf(stderr,
           "nic demo: no --model given and no bundled default encoder found (looked for %s).\n"
           "Get one in either way:\n"

@@ -1,10 +1,13 @@
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "nic/compress.h"
 
 static const nic_cli_cmd commands[] = {
     {"encoder", "patch encoder: import published weights, embed images", cmd_encoder},
@@ -69,6 +72,18 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double *o
   }
   *out = v;
   return 0;
+}
+
+int cli_default_model(char *buf, size_t size) {
+  char dir[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+  char *slash = NULL;
+  if (n > 0) {
+    dir[n] = '\0';
+    slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+  }
+  return nic_compress_default_model(slash ? dir : NULL, buf, size);
 }
 
 nic_ctx *cli_make_ctx(int threads, uint64_t seed) {
