@@ -39,7 +39,7 @@ for c in train predict eval heatmap; do
 done
 "$NIC_BIN" train -h >"$TMP/h"
 for w in --features --labels --task --folds --splits --model --epochs --lr --patience --balance \
-  --crop --test-crops --seed; do
+  --crop --strided --test-crops --seed; do
   grep -q -- "$w" "$TMP/h" || fail "train -h does not explain $w"
 done
 "$NIC_BIN" help | grep -q "heatmap" || fail "nic help does not list heatmap"
@@ -49,6 +49,8 @@ done
 [ $? -eq 2 ] && grep -q "unknown task 'ordinal'" "$TMP/err" || fail "unknown task: $(cat "$TMP/err")"
 "$NIC_BIN" eval 2>/dev/null
 [ $? -eq 2 ] || fail "eval without a file should exit 2"
+"$NIC_BIN" train -f "$TOY" -l "$TOY/labels.csv" -T binary --strided 9 -o "$TMP/x" $CNN 2>"$TMP/err"
+[ $? -ne 0 ] && grep -q "strided blocks must be 0-8, got 9" "$TMP/err" || fail "--strided 9: $(cat "$TMP/err")"
 ok "help and usage errors"
 
 # ---- bad inputs --------------------------------------------------------------------------

@@ -559,18 +559,8 @@ static void test_bad_inputs(void) {
 /* ---- the real slides in ../shared ------------------------------------------------------ */
 
 static void test_shared_slides(void) {
-  const char *shared = nic_test_shared_dir();
-  if (!shared) {
-    printf("  (../shared absent: real-slide checks skipped)\n");
-    return;
-  }
   char svs[1024], tif[1024];
-  snprintf(svs, sizeof svs, "%s/data/slides/CMU-1-Small-Region.svs", shared);
-  snprintf(tif, sizeof tif, "%s/data/slides/CMU-1-Small-Region.pyramid.tif", shared);
-  if (access(svs, R_OK) || access(tif, R_OK)) {
-    printf("  (shared slides absent: skipped)\n");
-    return;
-  }
+  if (!nic_test_shared_slides(svs, tif, sizeof svs)) return;
   nic_slide *s = NULL;
   nic_error err = {0};
   CHECK_OK(nic_slide_open(&s, svs, NULL, &err));

@@ -537,18 +537,8 @@ static void test_switch(void) {
 /* ---- the real slides ------------------------------------------------------------------ */
 
 static void test_shared_slides(void) {
-  const char *shared = nic_test_shared_dir();
-  if (!shared) {
-    printf("  (../shared absent: real-slide checks skipped)\n");
-    return;
-  }
   char svs[1024], tif[1024];
-  snprintf(svs, sizeof svs, "%s/data/slides/CMU-1-Small-Region.svs", shared);
-  snprintf(tif, sizeof tif, "%s/data/slides/CMU-1-Small-Region.pyramid.tif", shared);
-  if (access(svs, R_OK) || access(tif, R_OK)) {
-    printf("  (shared slides absent: skipped)\n");
-    return;
-  }
+  if (!nic_test_shared_slides(svs, tif, sizeof svs)) return;
   /* SVS: one level of 240 px RGB JPEG tiles; the pyramid: 256 px YCbCr
    * tiles, levels 0-3 (level 4 is shorter than a tile and never chosen). */
   int n = compare_readers(svs, 240);

@@ -416,25 +416,37 @@ static void test_orientations(void) {
 
 /* ---- the CNN's Grad-CAM twin ----------------------------------------------------------- */
 
-static void test_cnn_twin(void) {
+/* The CNN with `strided` stride-2 blocks and its Grad-CAM twin. */
+static void cnn_twin(int strided) {
   nic_ctx *ctx = nic_test_ctx(5);
-  sm_cnn_arch a = {6, 32, 8, 8, 3, NIC_POOL_MAX, 0.2f};
+  sm_cnn_arch a = {
+      .C = 6, .R = 32, .filters = 8, .hidden = 8, .nout = 3, .pool = NIC_POOL_MAX,
+      .strided = strided, .dropout = 0.2f};
   nic_model *cnn = NULL, *twin = NULL;
   nic_error err = {0};
   CHECK_OK(sm_cnn_build(&cnn, &a, 0, &err));
   CHECK_OK(sm_cnn_build(&twin, &a, 1, &err));
   CHECK_OK(nic_model_init_params(cnn, ctx, &err));
-  /* 8 separable convs: stride 2 six times, 1 twice; 32 -> 1 */
+  /* 8 separable convs: stride 2 `strided` times, then 1 */
   int nd;
   int64_t shp[4];
   nic_model_node_shape(cnn, nic_model_num_nodes(cnn), &nd, shp);
   CHECK(nd == 2 && shp[1] == 3);
-  int strided = 0, sep = 0;
+  int nstrided = 0, sep = 0;
   for (int k = 1; k <= nic_model_num_nodes(cnn); k++) {
     const nic_layer_spec *s = nic_model_node_spec(cnn, k);
-    if (s->kind == NIC_LAYER_CONV2D && s->groups > 1) sep++, strided += s->stride[0] == 2;
+    if (s->kind == NIC_LAYER_CONV2D && s->groups > 1) sep++, nstrided += s->stride[0] == 2;
   }
-  CHECK(sep == 8 && strided == 6);
+  CHECK(sep == 8 && nstrided == strided);
+  int pool = -1;
+  for (int k = 1; k <= nic_model_num_nodes(cnn); k++)
+    if (nic_model_node_spec(cnn, k)->kind == NIC_LAYER_GLOBALPOOL) pool = k;
+  CHECK(pool > 0);
+  if (pool > 0) {
+    int side = strided >= 5 ? 1 : 32 >> strided; /* halved per block, at least 1 */
+    nic_model_node_shape(cnn, pool - 1, &nd, shp); /* the map the pooling sees */
+    CHECK(nd == 4 && shp[2] == side && shp[3] == side);
+  }
   /* batch-norm statistics that are not the identity */
   nic_rng r;
   nic_rng_seed(&r, 11);
@@ -467,6 +479,11 @@ static void test_cnn_twin(void) {
   nic_model_free(cnn);
   nic_model_free(twin);
   nic_ctx_free(ctx);
+}
+
+static void test_cnn_twin(void) {
+  cnn_twin(6); /* the paper's */
+  cnn_twin(2); /* a finer map for small grids */
 }
 
 /* ---- ABMIL gradients ---------------------------------------------------------------------- */
@@ -620,7 +637,7 @@ static double toy_metric(const char *dir, nic_task task, const nic_sm_opts *o, n
     int *cls = calloc((size_t)f->ntest, sizeof(int)), *ev = calloc((size_t)f->ntest, sizeof(int));
     double *val = calloc((size_t)f->ntest, sizeof(double));
     for (int a = 0; a < f->ntest; a++) {
-      const nic_slide_entry *e = &c.slides[f->test[a]];
+      const nic_cohort_slide *e = &c.slides[f->test[a]];
       CHECK_OK(nic_sm_predict(m, ctx, e->path, &scores[a], &err));
       cls[a] = e->cls, ev[a] = e->event, val[a] = e->value;
     }
@@ -742,6 +759,9 @@ static void test_predict_and_heatmaps(void) {
   for (int kind = 0; kind < 2; kind++) {
     nic_sm_opts o = small_opts((nic_sm_kind)kind);
     o.epochs = 4;
+    /* three stride-2 blocks leave a 2 x 2 map: the file must keep that, or the
+     * loaded model would pool a different map and predict differently */
+    if (kind == NIC_SM_CNN) o.strided = 3;
     nic_slidemodel *m = NULL;
     toy_metric(binary_dir, NIC_TASK_BINARY, &o, ctx, &m);
     if (!m) continue;

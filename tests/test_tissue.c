@@ -613,18 +613,8 @@ static void test_writers(void) {
 /* ---- the real slides in ../shared ------------------------------------------------------ */
 
 static void test_shared_slides(void) {
-  const char *shared = nic_test_shared_dir();
-  if (!shared) {
-    printf("  (../shared absent: real-slide checks skipped)\n");
-    return;
-  }
   char svs[1024], tif[1024];
-  snprintf(svs, sizeof svs, "%s/data/slides/CMU-1-Small-Region.svs", shared);
-  snprintf(tif, sizeof tif, "%s/data/slides/CMU-1-Small-Region.pyramid.tif", shared);
-  if (access(svs, R_OK) || access(tif, R_OK)) {
-    printf("  (shared slides absent: skipped)\n");
-    return;
-  }
+  if (!nic_test_shared_slides(svs, tif, sizeof svs)) return;
   nic_slide *a = open_or_die(svs, 0), *b = open_or_die(tif, 0.499);
   nic_mask ma = {0}, mb = {0};
   nic_tissue_info ia = {0}, ib = {0};

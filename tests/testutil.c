@@ -45,6 +45,21 @@ const char *nic_test_shared_dir(void) {
   return buf;
 }
 
+int nic_test_shared_slides(char *svs, char *tif, size_t n) {
+  const char *shared = nic_test_shared_dir();
+  if (!shared) {
+    printf("  (../shared absent: real-slide checks skipped)\n");
+    return 0;
+  }
+  snprintf(svs, n, "%s/data/slides/CMU-1-Small-Region.svs", shared);
+  snprintf(tif, n, "%s/data/slides/CMU-1-Small-Region.pyramid.tif", shared);
+  if (access(svs, R_OK) || access(tif, R_OK)) {
+    printf("  (%s or %s absent: real-slide checks skipped)\n", svs, tif);
+    return 0;
+  }
+  return 1;
+}
+
 const char *nic_test_tmpdir(void) {
   if (ntmpdirs == 64) {
     fprintf(stderr, "too many temporary directories\n");

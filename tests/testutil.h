@@ -59,6 +59,11 @@ int nic_test_finish(void);
 void nic_test_skip(const char *why);
 /* Path to ../shared (NIC_SHARED env or the default), or NULL when absent. */
 const char *nic_test_shared_dir(void);
+
+/* The two CMU-1 small-region slides in ../shared (the Aperio SVS and its
+ * pyramidal TIFF) into svs and tif (n bytes each): 1 when both are
+ * readable, else 0 after printing why the caller's checks are skipped. */
+int nic_test_shared_slides(char *svs, char *tif, size_t n);
 /* A fresh directory under /tmp, removed by nic_test_finish when every check
  * passed (set NIC_KEEP_TMP=1 to keep it). */
 const char *nic_test_tmpdir(void);

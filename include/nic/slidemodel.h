@@ -58,7 +58,7 @@ typedef void (*nic_sm_warn_fn)(void *user, const char *msg);
 
 /* ---- cohorts: labels joined with compressed slides ---------------------- */
 
-typedef struct nic_slide_entry {
+typedef struct nic_cohort_slide {
   char *case_id;  /* patient; folds never split a case */
   char *slide_id; /* the file <features_dir>/<slide_id>.h5 */
   char *path;     /* that file, or NULL without a features folder */
@@ -66,12 +66,12 @@ typedef struct nic_slide_entry {
   int cls;        /* classification: class index in [0, num_classes); else -1 */
   double value;   /* regression: the target; survival: the time */
   int event;      /* survival: 1 = event observed, 0 = censored */
-} nic_slide_entry;
+} nic_cohort_slide;
 
 typedef struct nic_cohort {
   nic_task task;
   int n; /* slides */
-  nic_slide_entry *slides;
+  nic_cohort_slide *slides;
   int num_classes;    /* classification tasks */
   char **class_names; /* class index -> label text: sorted numerically when
                        * every label is a number, else by bytes */
@@ -186,6 +186,9 @@ typedef struct nic_sm_opts {
   int crop;      /* CNN: crop side R in grid cells (400); smaller when every
                   * grid fits: the largest grid side rounded up to 64 */
   int filters;   /* CNN: filters of each separable convolution (128) */
+  int strided;   /* CNN: how many of the eight blocks, from the first, have
+                  * stride 2 (6, the paper's); fewer keep a finer map before
+                  * the global pooling on grids much smaller than the crop */
   int hidden;    /* CNN: dense units; ABMIL: instance embedding L (128) */
   int attn_dim;  /* ABMIL: attention dimension D (128) */
   int pool;      /* CNN global pooling: -1 = by task (max for classification,

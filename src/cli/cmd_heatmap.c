@@ -67,7 +67,7 @@ static uint8_t *thumbnail(const nic_features_meta *meta, const char *slides_dir,
 }
 
 /* One slide: values, GeoJSON, PNG. */
-static nic_status one_slide(nic_slidemodel *m, nic_ctx *ctx, const nic_slide_entry *e,
+static nic_status one_slide(nic_slidemodel *m, nic_ctx *ctx, const nic_cohort_slide *e,
                             const char *outdir, int target, const char *slides_dir, int side,
                             int *with_thumb, nic_error *err) {
   float *v = NULL;
@@ -207,7 +207,7 @@ int cmd_heatmap(int argc, char **argv) {
   int total = nonly ? nonly : cohort.n, done_n = 0, ok_n = 0, thumbs = 0;
   cli_progress_start(&prog, "heatmaps", total, "slides");
   for (int i = 0; i < cohort.n; i++) {
-    const nic_slide_entry *e = &cohort.slides[i];
+    const nic_cohort_slide *e = &cohort.slides[i];
     int want = nonly == 0;
     for (int a = 0; a < nonly && !want; a++) want = !strcmp(e->slide_id, only[a]);
     if (!want) continue;

@@ -80,6 +80,23 @@ bad:
   return -1;
 }
 
+/* The options several kinds share: where each kind keeps their values (NULL
+ * when the kind has no such option), parsed by one function. */
+typedef struct common {
+  const char *cmd;        /* "simulate KIND" for messages */
+  const char *count_flag; /* the long name of -n (--count, --slides) */
+  void (*usage)(FILE *f);
+  const char *out;
+  int *count;
+  uint64_t *seed;
+  int *threads;
+  int *jpeg_quality;
+  const char **prefix;
+  progress pr;
+} common;
+
+enum { COMMON_DONE, COMMON_BAD, COMMON_HELP, COMMON_OTHER };
+
 /* Options every kind shares, with long-only codes above the ASCII range. */
 enum {
   OPT_SEED = 256,
@@ -125,6 +142,53 @@ enum {
   OPT_REUSE,
   OPT_CACHE
 };
+
+/* Handles option c when it is a shared one; COMMON_OTHER otherwise. */
+static int common_opt(common *k, int c, const char *arg) {
+  switch (c) {
+  case 'o':
+    k->out = arg;
+    return COMMON_DONE;
+  case 'n':
+    return cli_parse_int(k->cmd, k->count_flag, arg, 1, k->count) ? COMMON_BAD : COMMON_DONE;
+  case OPT_SEED:
+    return parse_seed(k->cmd, arg, k->seed) ? COMMON_BAD : COMMON_DONE;
+  case OPT_THREADS:
+    if (!k->threads) return COMMON_OTHER;
+    return cli_parse_int(k->cmd, "--threads", arg, 0, k->threads) ? COMMON_BAD : COMMON_DONE;
+  case OPT_QUALITY:
+    if (!k->jpeg_quality) return COMMON_OTHER;
+    return cli_parse_int(k->cmd, "--jpeg-quality", arg, 1, k->jpeg_quality) ? COMMON_BAD
+                                                                            : COMMON_DONE;
+  case OPT_PREFIX:
+    if (!k->prefix) return COMMON_OTHER;
+    *k->prefix = arg;
+    return COMMON_DONE;
+  case 'q':
+    k->pr.quiet = 1;
+    return COMMON_DONE;
+  case 'h':
+    k->usage(stdout);
+    return COMMON_HELP;
+  default:
+    return COMMON_OTHER;
+  }
+}
+
+/* In each kind's option loop: the shared cases, then the kind's own. */
+#define COMMON_CASES(k, c)                                                                         \
+  {                                                                                                \
+    int r_ = common_opt(k, c, optarg);                                                             \
+    if (r_ == COMMON_DONE) continue;                                                               \
+    if (r_ != COMMON_OTHER) return r_ == COMMON_HELP ? 0 : 2;                                      \
+  }
+
+/* The checks after the options: no stray arguments, -o given. */
+static int common_finish(const common *k, int argc, char **argv) {
+  if (optind != argc) return cli_usage(k->cmd, "unexpected argument '%s'", argv[optind]);
+  if (!k->out) return cli_usage(k->cmd, "missing -o DIR");
+  return 0;
+}
 
 /* ---- needle-mnist ---------------------------------------------------------- */
 
@@ -180,17 +244,13 @@ static int sim_needle(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   const char *cmd = "simulate needle-mnist";
   nic_needle_opts o = nic_needle_default_opts();
-  const char *out = NULL, *digits = "mnist", *dir = NULL, *split = "train";
-  progress pr = {"canvases", now_s(), 0};
+  common k = {cmd,     "--count", needle_usage, NULL,      &o.count,
+              &o.seed, NULL,      NULL,         &o.prefix, {"canvases", now_s(), 0}};
+  const char *digits = "mnist", *dir = NULL, *split = "train";
   int c;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
+    COMMON_CASES(&k, c)
     switch (c) {
-    case 'o':
-      out = optarg;
-      break;
-    case 'n':
-      if (cli_parse_int(cmd, "--count", optarg, 1, &o.count)) return 2;
-      break;
     case OPT_SIZE:
       if (cli_parse_int(cmd, "--size", optarg, 1, &o.size)) return 2;
       break;
@@ -209,35 +269,22 @@ static int sim_needle(int argc, char **argv) {
     case OPT_SPLIT:
       split = optarg;
       break;
-    case OPT_PREFIX:
-      o.prefix = optarg;
-      break;
-    case OPT_SEED:
-      if (parse_seed(cmd, optarg, &o.seed)) return 2;
-      break;
-    case 'q':
-      pr.quiet = 1;
-      break;
-    case 'h':
-      needle_usage(stdout);
-      return 0;
     default:
       return cli_usage(cmd, "unknown option");
     }
   }
-  if (optind != argc) return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!out) return cli_usage(cmd, "missing -o DIR");
+  if (common_finish(&k, argc, argv)) return 2;
   nic_error err = {0};
   if (nic_needle_check(&o, &err) != NIC_OK) return cli_usage(cmd, "%s", err.msg);
   nic_digits d = {0};
   if (nic_digits_load(&d, digits, split, dir, &err) != NIC_OK) return cli_fail(&err);
   o.progress = on_progress;
-  o.progress_user = &pr;
-  nic_status s = nic_needle_generate(&o, &d, out, &err);
+  o.progress_user = &k.pr;
+  nic_status s = nic_needle_generate(&o, &d, k.out, &err);
   nic_digits_free(&d);
   if (s != NIC_OK) return cli_fail(&err);
   printf("wrote %d canvases of %d px (%d positive) to %s in %.1f s\n", o.count, o.size, o.count / 2,
-         out, now_s() - pr.t0);
+         k.out, now_s() - k.pr.t0);
   return 0;
 }
 
@@ -309,17 +356,13 @@ static int sim_histo(int argc, char **argv) {
       {NULL, 0, NULL, 0}};
   const char *cmd = "simulate histo";
   nic_histo_opts o = nic_histo_default_opts();
-  const char *out = NULL;
-  progress pr = {"slides", now_s(), 0};
+  common k = {cmd,     "--count",  histo_usage,     NULL,      &o.count,
+              &o.seed, &o.threads, &o.jpeg_quality, &o.prefix, {"slides", now_s(), 0}};
+  ;
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
+    COMMON_CASES(&k, c)
     switch (c) {
-    case 'o':
-      out = optarg;
-      break;
-    case 'n':
-      bad = cli_parse_int(cmd, "--count", optarg, 1, &o.count);
-      break;
     case OPT_SIZE:
       bad = cli_parse_int(cmd, "--size", optarg, 1, &o.width);
       o.height = o.width;
@@ -354,39 +397,20 @@ static int sim_histo(int argc, char **argv) {
     case OPT_CENSOR:
       bad = cli_parse_double(cmd, "--censor-months", optarg, &o.censor_months);
       break;
-    case OPT_QUALITY:
-      bad = cli_parse_int(cmd, "--jpeg-quality", optarg, 1, &o.jpeg_quality);
-      break;
-    case OPT_PREFIX:
-      o.prefix = optarg;
-      break;
-    case OPT_THREADS:
-      bad = cli_parse_int(cmd, "--threads", optarg, 0, &o.threads);
-      break;
-    case OPT_SEED:
-      bad = parse_seed(cmd, optarg, &o.seed);
-      break;
-    case 'q':
-      pr.quiet = 1;
-      break;
-    case 'h':
-      histo_usage(stdout);
-      return 0;
     default:
       return cli_usage(cmd, "unknown option");
     }
     if (bad) return 2;
   }
-  if (optind != argc) return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!out) return cli_usage(cmd, "missing -o DIR");
+  if (common_finish(&k, argc, argv)) return 2;
   nic_error err = {0};
   if (nic_histo_check(&o, &err) != NIC_OK) return cli_usage(cmd, "%s", err.msg);
   o.progress = on_progress;
-  o.progress_user = &pr;
-  if (nic_histo_generate(&o, out, &err) != NIC_OK) return cli_fail(&err);
-  double dt = now_s() - pr.t0;
+  o.progress_user = &k.pr;
+  if (nic_histo_generate(&o, k.out, &err) != NIC_OK) return cli_fail(&err);
+  double dt = now_s() - k.pr.t0;
   printf("wrote %d slide%s of %dx%d px at %g um/px to %s in %.1f s (%.1f Mpx/s)\n", o.count,
-         o.count == 1 ? "" : "s", o.width, o.height, o.mpp, out, dt,
+         o.count == 1 ? "" : "s", o.width, o.height, o.mpp, k.out, dt,
          (double)o.width * o.height * o.count / dt / 1e6);
   return 0;
 }
@@ -449,17 +473,13 @@ static int sim_patches(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   const char *cmd = "simulate histo-patches";
   nic_patch_opts o = nic_patch_default_opts();
-  const char *out = NULL;
-  progress pr = {"patches", now_s(), 0};
+  common k = {cmd,     "--count",  patches_usage,   NULL, &o.count,
+              &o.seed, &o.threads, &o.jpeg_quality, NULL, {"patches", now_s(), 0}};
+  ;
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
+    COMMON_CASES(&k, c)
     switch (c) {
-    case 'o':
-      out = optarg;
-      break;
-    case 'n':
-      bad = cli_parse_int(cmd, "--count", optarg, 1, &o.count);
-      break;
     case OPT_SLIDES:
       bad = cli_parse_int(cmd, "--slides", optarg, 1, &o.slides);
       break;
@@ -475,41 +495,25 @@ static int sim_patches(int argc, char **argv) {
     case OPT_FORMAT:
       o.format = optarg;
       break;
-    case OPT_QUALITY:
-      bad = cli_parse_int(cmd, "--jpeg-quality", optarg, 1, &o.jpeg_quality);
-      break;
     case OPT_VAL:
       bad = cli_parse_double(cmd, "--val-fraction", optarg, &o.val_fraction);
       break;
     case OPT_TEST:
       bad = cli_parse_double(cmd, "--test-fraction", optarg, &o.test_fraction);
       break;
-    case OPT_THREADS:
-      bad = cli_parse_int(cmd, "--threads", optarg, 0, &o.threads);
-      break;
-    case OPT_SEED:
-      bad = parse_seed(cmd, optarg, &o.seed);
-      break;
-    case 'q':
-      pr.quiet = 1;
-      break;
-    case 'h':
-      patches_usage(stdout);
-      return 0;
     default:
       return cli_usage(cmd, "unknown option");
     }
     if (bad) return 2;
   }
-  if (optind != argc) return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!out) return cli_usage(cmd, "missing -o DIR");
+  if (common_finish(&k, argc, argv)) return 2;
   nic_error err = {0};
   if (nic_patch_check(&o, &err) != NIC_OK) return cli_usage(cmd, "%s", err.msg);
   o.progress = on_progress;
-  o.progress_user = &pr;
-  if (nic_patch_generate(&o, out, &err) != NIC_OK) return cli_fail(&err);
+  o.progress_user = &k.pr;
+  if (nic_patch_generate(&o, k.out, &err) != NIC_OK) return cli_fail(&err);
   printf("wrote %d patches of %d px from %d slides to %s in %.1f s\n", o.count, o.patch_size,
-         o.slides, out, now_s() - pr.t0);
+         o.slides, k.out, now_s() - k.pr.t0);
   return 0;
 }
 
@@ -608,16 +612,15 @@ static int sim_mosaic(int argc, char **argv) {
       {NULL, 0, NULL, 0}};
   const char *cmd = "simulate mosaic";
   nic_mosaic_opts o = nic_mosaic_default_opts();
-  const char *out = NULL;
-  progress pr = {"slides", now_s(), 0};
+  common k = {cmd,     "--slides", mosaic_usage,    NULL,      &o.slides,
+              &o.seed, &o.threads, &o.jpeg_quality, &o.prefix, {"slides", now_s(), 0}};
+  ;
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "p:o:n:qh", opts, NULL)) != -1) {
+    COMMON_CASES(&k, c)
     switch (c) {
     case 'p':
       o.patches = optarg;
-      break;
-    case 'o':
-      out = optarg;
       break;
     case OPT_SPLIT:
       o.split = optarg;
@@ -627,9 +630,6 @@ static int sim_mosaic(int argc, char **argv) {
       break;
     case OPT_POSITIVE:
       o.positive_class = optarg;
-      break;
-    case 'n':
-      bad = cli_parse_int(cmd, "--slides", optarg, 1, &o.slides);
       break;
     case OPT_POSITIVE_FRACTION:
       bad = cli_parse_double(cmd, "--positive-fraction", optarg, &o.positive_fraction);
@@ -684,41 +684,22 @@ static int sim_mosaic(int argc, char **argv) {
     case OPT_CACHE:
       bad = cli_parse_int(cmd, "--cache-mb", optarg, 0, &o.cache_mb);
       break;
-    case OPT_QUALITY:
-      bad = cli_parse_int(cmd, "--jpeg-quality", optarg, 1, &o.jpeg_quality);
-      break;
-    case OPT_PREFIX:
-      o.prefix = optarg;
-      break;
-    case OPT_THREADS:
-      bad = cli_parse_int(cmd, "--threads", optarg, 0, &o.threads);
-      break;
-    case OPT_SEED:
-      bad = parse_seed(cmd, optarg, &o.seed);
-      break;
-    case 'q':
-      pr.quiet = 1;
-      break;
-    case 'h':
-      mosaic_usage(stdout);
-      return 0;
     default:
       return cli_usage(cmd, "unknown option");
     }
     if (bad) return 2;
   }
-  if (optind != argc) return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
   if (!o.patches) return cli_usage(cmd, "missing --patches DIR");
-  if (!out) return cli_usage(cmd, "missing -o OUTDIR");
+  if (common_finish(&k, argc, argv)) return 2;
   nic_error err = {0};
   if (nic_mosaic_check(&o, &err) != NIC_OK) return cli_usage(cmd, "%s", err.msg);
   o.progress = on_progress;
-  o.progress_user = &pr;
+  o.progress_user = &k.pr;
   o.warning = on_warning;
-  if (nic_mosaic_generate(&o, out, &err) != NIC_OK) return cli_fail(&err);
+  if (nic_mosaic_generate(&o, k.out, &err) != NIC_OK) return cli_fail(&err);
   printf("wrote %d slide%s (%d positive) from %s to %s in %.1f s\n", o.slides,
-         o.slides == 1 ? "" : "s", (int)(o.slides * o.positive_fraction + 1e-9), o.patches, out,
-         now_s() - pr.t0);
+         o.slides == 1 ? "" : "s", (int)(o.slides * o.positive_fraction + 1e-9), o.patches, k.out,
+         now_s() - k.pr.t0);
   return 0;
 }
 

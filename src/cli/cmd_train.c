@@ -42,6 +42,9 @@ static void usage(FILE *f) {
       "      --crop R           CNN crop side in grid cells (400); grids that fit use the\n"
       "                         largest side rounded up to 64\n"
       "      --filters N        CNN filters per separable convolution (128)\n"
+      "      --strided N        CNN blocks with stride 2, from the first (6, the paper's;\n"
+      "                         0-8): fewer keep a finer map before the global pooling,\n"
+      "                         for grids much smaller than the crop\n"
       "      --hidden N         CNN dense units / ABMIL instance embedding (128)\n"
       "      --attn-dim N       ABMIL attention dimension (128)\n"
       "      --pool max|avg     CNN global pooling (max for classification, else avg)\n"
@@ -122,6 +125,7 @@ static int parse_args(train_cli *t, int argc, char **argv) {
     O_VAL_FRAC,
     O_CROP,
     O_FILTERS,
+    O_STRIDED,
     O_HIDDEN,
     O_ATTN,
     O_POOL,
@@ -152,6 +156,7 @@ static int parse_args(train_cli *t, int argc, char **argv) {
                                        {"model", required_argument, NULL, 'm'},
                                        {"crop", required_argument, NULL, O_CROP},
                                        {"filters", required_argument, NULL, O_FILTERS},
+                                       {"strided", required_argument, NULL, O_STRIDED},
                                        {"hidden", required_argument, NULL, O_HIDDEN},
                                        {"attn-dim", required_argument, NULL, O_ATTN},
                                        {"pool", required_argument, NULL, O_POOL},
@@ -223,6 +228,9 @@ static int parse_args(train_cli *t, int argc, char **argv) {
       break;
     case O_FILTERS:
       if (cli_parse_int(cmd, "--filters", optarg, 1, &t->so.filters)) return 2;
+      break;
+    case O_STRIDED:
+      if (cli_parse_int(cmd, "--strided", optarg, 0, &t->so.strided)) return 2;
       break;
     case O_HIDDEN:
       if (cli_parse_int(cmd, "--hidden", optarg, 1, &t->so.hidden)) return 2;

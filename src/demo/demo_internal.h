@@ -1,6 +1,6 @@
 /* Internals of the demo (include/nic/demo.h). The stages are split over
- * translation units by the public header they need: compress.h and
- * slidemodel.h both define a nic_slide_entry, so no file includes both.
+ * translation units by the public header they need (compress, or the slide
+ * models).
  *
  *   demo.c        orchestration, stage keys (resume), report.md
  *   demo_data.c   simulate + compress    (sim.h, compress.h)

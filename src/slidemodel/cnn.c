@@ -3,13 +3,12 @@
  *
  * Eight blocks of [depthwise-separable 3x3 convolution with `filters`
  * filters, batch norm, LeakyReLU(0.2), spatial dropout], stride 2 in the
- * first six and 1 in the last two, then global pooling, dense `hidden` +
- * batch norm + LeakyReLU, and the output layer. The paper flattens the
- * last feature map; here the grid sizes vary from cohort to cohort and the
- * crops are zero padded, so a global pooling makes the head independent of
- * the crop size: max pooling (a small lesion anywhere decides) for
- * classification, average pooling (a property of all the tissue) for
- * regression and survival.
+ * first six and 1 in the last two (`strided` sets how many have stride 2), then global pooling,
+ * dense `hidden` + batch norm + LeakyReLU, and the output layer. The paper flattens the last
+ * feature map; here the grid sizes vary from cohort to cohort and the crops are zero padded, so a
+ * global pooling makes the head independent of the crop size: max pooling (a small lesion anywhere
+ * decides) for classification, average pooling (a property of all the tissue) for regression and
+ * survival.
  *
  * The twin exists because the engine runs backward only after a
  * training-mode forward, which normalises with batch statistics and drops
@@ -39,7 +38,8 @@ nic_status sm_cnn_build(nic_model **out, const sm_cnn_arch *a, int explain, nic_
   int ok = 1;
   for (int b = 1; b <= 8 && ok; b++) {
     snprintf(name, sizeof name, "conv%d", b);
-    ok = nic_model_add_sepconv(m, name, a->filters, 3, b <= 6 ? 2 : 1, 1, explain, err) > 0;
+    ok =
+        nic_model_add_sepconv(m, name, a->filters, 3, b <= a->strided ? 2 : 1, 1, explain, err) > 0;
     if (ok && !explain) {
       snprintf(name, sizeof name, "bn%d", b);
       ok = add(m, nic_spec_bn(SM_BN_EPS, SM_BN_MOMENTUM), name, err) > 0;

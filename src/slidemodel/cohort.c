@@ -102,7 +102,7 @@ static nic_status assign_classes(nic_cohort *c, const char *path, int any, nic_e
 
 /* Reads the task's columns of one row into e (ids already set). */
 static nic_status parse_row(const sm_csv *t, int r, nic_task task, int lc, int tc, int ec,
-                            const char *path, nic_slide_entry *e, nic_error *err) {
+                            const char *path, nic_cohort_slide *e, nic_error *err) {
   const char *lab = lc >= 0 ? sm_csv_get(t, r, lc) : "";
   if (!(e->label = sm_strdup(lab))) return nic_err(err, NIC_ENOMEM, "out of memory");
   e->cls = -1;
@@ -189,7 +189,7 @@ nic_status nic_cohort_load(nic_cohort *c, const char *labels_csv, const char *fe
         break;
       }
     if (st != NIC_OK) break;
-    nic_slide_entry e;
+    nic_cohort_slide e;
     memset(&e, 0, sizeof e);
     st = parse_row(&t, r, task, lc, tc, ec, labels_csv, &e, err);
     if (st == NIC_OK && features_dir) {
@@ -232,7 +232,7 @@ static nic_status scan_file(nic_cohort *c, const char *path, nic_error *err) {
     return nic_err(err, NIC_EINVAL, "%s: not a directory or a .h5 file", path);
   c->slides = calloc(1, sizeof *c->slides);
   if (!c->slides) return nic_err(err, NIC_ENOMEM, "out of memory");
-  nic_slide_entry *e = &c->slides[c->n++];
+  nic_cohort_slide *e = &c->slides[c->n++];
   e->slide_id = sm_strdup(base);
   e->case_id = sm_strdup(base);
   e->label = sm_strdup("");
@@ -287,7 +287,7 @@ nic_status nic_cohort_scan(nic_cohort *c, const char *features_dir, nic_error *e
   }
   char path[4096];
   for (int i = 0; i < n && st == NIC_OK; i++) {
-    nic_slide_entry *e = &c->slides[c->n++];
+    nic_cohort_slide *e = &c->slides[c->n++];
     snprintf(path, sizeof path, "%s/%s.h5", features_dir, names[i]);
     e->slide_id = sm_strdup(names[i]);
     e->case_id = sm_strdup(names[i]);

@@ -104,7 +104,7 @@ static nic_status predict_rows(nic_slidemodel *m, nic_ctx *ctx, const nic_cohort
                                int n, int fold, nic_preds *p, int *row, nic_error *err) {
   nic_status st = NIC_OK;
   for (int a = 0; a < n && st == NIC_OK; a++) {
-    const nic_slide_entry *e = &c->slides[ix[a]];
+    const nic_cohort_slide *e = &c->slides[ix[a]];
     int r = (*row)++;
     p->slide_id[r] = sm_strdup(e->slide_id);
     p->label[r] = sm_strdup(e->label);
@@ -199,7 +199,7 @@ nic_status nic_sm_predict_cohort(nic_slidemodel *m, nic_ctx *ctx, const nic_coho
         st = nic_err(err, NIC_ENOMEM, "out of memory");
   }
   for (int i = 0; i < c->n && st == NIC_OK; i++) {
-    const nic_slide_entry *e = &c->slides[i];
+    const nic_cohort_slide *e = &c->slides[i];
     p->slide_id[i] = sm_strdup(e->slide_id);
     p->label[i] = sm_strdup(e->label ? e->label : "");
     if (!p->slide_id[i] || !p->label[i]) {

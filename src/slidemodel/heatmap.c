@@ -62,7 +62,8 @@ static nic_status target_grad(nic_slidemodel *m, nic_ctx *ctx, sm_data *d, int t
 
 static nic_status ensure_twin(nic_slidemodel *m, nic_error *err) {
   if (m->twin) return NIC_OK;
-  sm_cnn_arch a = {m->C, m->crop, m->filters, m->hidden, m->nout, (nic_pool_kind)m->pool, 0};
+  sm_cnn_arch a = {m->C,       m->crop, m->filters, m->hidden, m->nout, (nic_pool_kind)m->pool,
+                   m->strided, 0};
   nic_status st = sm_cnn_build(&m->twin, &a, 1, err);
   if (st == NIC_OK) st = sm_cnn_fold_into(m->net, m->twin, err);
   if (st != NIC_OK) {

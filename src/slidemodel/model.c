@@ -40,6 +40,7 @@ nic_sm_opts nic_sm_default_opts(void) {
   o.kind = NIC_SM_CNN;
   o.crop = 400;
   o.filters = 128;
+  o.strided = 6;
   o.hidden = 128;
   o.attn_dim = 128;
   o.pool = -1;
@@ -118,6 +119,7 @@ nic_status sm_model_new(nic_slidemodel **out, const nic_cohort *c, const nic_sm_
   m->nout = m->K ? m->K : 1;
   m->crop = o->crop;
   m->filters = o->filters;
+  m->strided = o->strided;
   m->hidden = o->hidden;
   m->attn_dim = o->attn_dim;
   m->pool = o->pool >= 0                                                     ? o->pool
@@ -179,6 +181,7 @@ nic_status nic_sm_save(nic_slidemodel *m, const char *path, nic_error *err) {
   json_object_object_add(o, "embed_dim", json_object_new_int(m->C));
   json_object_object_add(o, "crop", json_object_new_int(m->crop));
   json_object_object_add(o, "filters", json_object_new_int(m->filters));
+  json_object_object_add(o, "strided", json_object_new_int(m->strided));
   json_object_object_add(o, "hidden", json_object_new_int(m->hidden));
   json_object_object_add(o, "attn_dim", json_object_new_int(m->attn_dim));
   json_object_object_add(o, "pool",
@@ -236,6 +239,7 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
   const char *kind = nic_json_get_str(o, "model"), *task = nic_json_get_str(o, "task");
   const char *pool = nic_json_get_str(o, "pool");
   int64_t C = 0, crop = 0, filters = 0, hidden = 0, attn = 0, tc = 0, best = -1, seed = 0;
+  int64_t strided = 6; /* files before the option: the paper's six */
   double ym = 0, ysd = 1, dropout = 0;
   int ordinal = 0, use_or = 0;
   json_object *cl = NULL;
@@ -244,6 +248,8 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
       nic_json_get_int(o, "embed_dim", 1, 1 << 20, &C) ||
       nic_json_get_int(o, "crop", 0, 1 << 20, &crop) ||
       nic_json_get_int(o, "filters", 0, 1 << 20, &filters) ||
+      (json_object_object_get_ex(o, "strided", NULL) &&
+       nic_json_get_int(o, "strided", 0, 8, &strided)) ||
       nic_json_get_int(o, "hidden", 0, 1 << 20, &hidden) ||
       nic_json_get_int(o, "attn_dim", 0, 1 << 20, &attn) ||
       nic_json_get_int(o, "test_crops", 1, 1 << 20, &tc) ||
@@ -285,6 +291,7 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
     m->nout = K ? K : 1;
     m->crop = (int)crop;
     m->filters = (int)filters;
+    m->strided = (int)strided;
     m->hidden = (int)hidden;
     m->attn_dim = (int)attn;
     m->pool = !strcmp(pool, "max") ? NIC_POOL_MAX : NIC_POOL_AVG;

@@ -143,6 +143,7 @@ int sm_test_orientation(int t, int T);
 typedef struct sm_cnn_arch {
   int C, R, filters, hidden, nout;
   nic_pool_kind pool;
+  int strided; /* blocks with stride 2, from the first */
   float dropout;
 } sm_cnn_arch;
 
@@ -206,7 +207,7 @@ struct nic_slidemodel {
   int K;              /* classes (classification), else 0 */
   char **class_names; /* K */
   int ordinal;
-  int crop, filters, hidden, attn_dim, pool, test_crops, use_or;
+  int crop, filters, strided, hidden, attn_dim, pool, test_crops, use_or;
   float dropout;
   float *mean, *istd;  /* C: feature standardisation */
   double y_mean, y_sd; /* regression target scaling */

@@ -91,7 +91,7 @@ static nic_status make_cases(const nic_cohort *c, sm_cases *k, nic_error *err) {
     k->of[i] = first[f];
   }
   for (int i = 0; i < n; i++) {
-    const nic_slide_entry *e = &c->slides[i];
+    const nic_cohort_slide *e = &c->slides[i];
     int q = k->of[i];
     switch (c->task) {
     case NIC_TASK_BINARY:

@@ -68,7 +68,7 @@ static void trainer_free(trainer *t) {
   free(t->vcls), free(t->vevent), free(t->vvalue), free(t->vscores), free(t->best);
 }
 
-static const nic_slide_entry *entry(const trainer *t, int local) {
+static const nic_cohort_slide *entry(const trainer *t, int local) {
   return &t->c->slides[t->cidx[local]];
 }
 
@@ -83,6 +83,8 @@ static nic_status check_opts(const nic_sm_opts *o, nic_error *err) {
                    o->batch);
   if (o->kind == NIC_SM_CNN && (o->crop < 1 || o->filters < 1 || o->hidden < 1))
     return nic_err(err, NIC_EINVAL, "crop, filters and hidden units must be >= 1");
+  if (o->kind == NIC_SM_CNN && (o->strided < 0 || o->strided > 8))
+    return nic_err(err, NIC_EINVAL, "strided blocks must be 0-8, got %d", o->strided);
   if (o->kind == NIC_SM_ABMIL &&
       (o->hidden < 1 || o->attn_dim < 1 || o->hidden > SM_ABMIL_MAX_DIM ||
        o->attn_dim > SM_ABMIL_MAX_DIM || o->max_instances < 1))
@@ -197,8 +199,8 @@ static nic_status make_model(trainer *t, nic_error *err) {
     }
     int fit = (side + 63) / 64 * 64; /* small grids: whole, padded to a multiple of 64 */
     m->crop = fit < o->crop ? fit : o->crop;
-    sm_cnn_arch a = {C,         m->crop, o->filters, o->hidden, m->nout, (nic_pool_kind)m->pool,
-                     o->dropout};
+    sm_cnn_arch a = {C,          m->crop,   o->filters, o->hidden, m->nout, (nic_pool_kind)m->pool,
+                     m->strided, o->dropout};
     st = sm_cnn_build(&m->net, &a, 0, err);
     if (st == NIC_OK) st = nic_model_init_params(m->net, t->ctx, err);
     /* the output layer starts at zero: every class equally likely, and no
@@ -234,7 +236,7 @@ static nic_status alloc_batch(trainer *t, nic_error *err) {
       !t->vscores)
     return nic_err(err, NIC_ENOMEM, "out of memory");
   for (int v = 0; v < t->nva; v++) {
-    const nic_slide_entry *e = entry(t, t->ntr + v);
+    const nic_cohort_slide *e = entry(t, t->ntr + v);
     t->vcls[v] = e->cls;
     t->vevent[v] = e->event;
     t->vvalue[v] = e->value;
@@ -301,7 +303,7 @@ static int draw(trainer *t) {
 
 /* The batch's targets for slide `local` at position b. */
 static void set_target(trainer *t, int b, int local) {
-  const nic_slide_entry *e = entry(t, local);
+  const nic_cohort_slide *e = entry(t, local);
   t->labels[b] = e->cls;
   t->target[b] = (float)((e->value - t->m->y_mean) / t->m->y_sd);
   t->time[b] = (float)e->value;
