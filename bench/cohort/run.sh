@@ -22,7 +22,9 @@
 #                    sizes 1-16) or histo (regression and survival)
 #
 # Environment: NIC (the binary), NIC_SHARED (../shared), THREADS (nic train
-# --threads), SLIDES (80), FOLDS (5), EPOCHS (40), PATIENCE (15).
+# --threads), SLIDES (80), FOLDS (5), EPOCHS (40), PATIENCE (15), SWEEP (the
+# cluster sizes, "1 2 4 8 16"), JOBS (sweep cohorts run at once, 1; with
+# JOBS=2 THREADS=1 two cohorts share 2 cores better than one with 2 threads).
 #
 # Cohorts (docs/slidemodel.md, "Benchmarks"):
 #   mosaic-4-8       80 pseudo-slides from PCam's valid split (nic simulate
@@ -86,7 +88,8 @@ MODEL=$(realpath "$MODEL")
 # ---- sizes and hyperparameters ----------------------------------------------------------
 SLIDES=${SLIDES:-80} # slides per cohort
 FOLDS=${FOLDS:-5}
-SWEEP="1 2 4 8 16"
+SWEEP=${SWEEP:-1 2 4 8 16}
+JOBS=${JOBS:-1}
 HISTO_SIZE=6144 # px at 0.5 um/px: 3 x 3 mm, a 48 x 48 grid, ~500 tissue patches
 # Slide models on small grids (mosaics: ~20-24 cells a side of the encoder's 64 um patches;
 # histo: 48 x 48): the CNN sees the whole grid (mosaics: --crop 32; histo: the side rounded up to 64). 64 training
@@ -98,8 +101,11 @@ ABMIL_OPTS=(--model abmil)
 # Cells of 64 um (PCam patches cropped to their central 66 px): one cell is one encoder patch,
 # so compress's grid matches the cells, as the probe's geometry does.
 MOSAIC_OPTS=(--cell-um 64)
-# Mosaic grids are ~20-24 cells a side: a 32-cell crop holds a whole slide.
-MOSAIC_CNN_OPTS=(--crop 32)
+# Mosaic grids are ~20-24 cells a side: a 32-cell crop holds a whole slide. Six stride-2
+# blocks would leave a 1 x 1 map after the fifth, so the max pooling could not pick the
+# cluster's region; two keep 8 x 8 regions (mosaic-4-8, bundled encoder, 5 folds: AUC 0.55
+# with 6, 0.62 with 3, 0.66 with 2; docs/benchmarks.md).
+MOSAIC_CNN_OPTS=(--crop 32 --strided 2)
 if [ "$QUICK" = 1 ]; then # tiny everything: checks the plumbing, not the models
   SLIDES=10
   FOLDS=2
@@ -189,7 +195,11 @@ if [ "$ONLY" = all ] || [ "$ONLY" = mosaic ] || [ "$ONLY" = sweep ]; then
       mosaic_cohort mosaic-4-8 4 8 4-8
     fi
     if [ "$ONLY" != mosaic ]; then
-      for k in $SWEEP; do mosaic_cohort "mosaic-$k" "$k" "$k" "$k"; done
+      for k in $SWEEP; do
+        mosaic_cohort "mosaic-$k" "$k" "$k" "$k" &
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+      done
+      wait
     fi
   fi
 fi
@@ -224,7 +234,7 @@ fi
   echo
   echo "| cohort | cluster size | model | metric | mean +- sd | pooled [95% CI] | slides | train s |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-  tail -n +2 "$RESULTS" | awk -F, '{
+  tail -n +2 "$RESULTS" | sort -t, -s -k1,1V | awk -F, '{
     printf "| %s | %s | %s | %s | %s +- %s | %s [%s, %s] | %s | %s |\n", $1, $2, ($3 == "nic" ? "NIC CNN" : "ABMIL"), $5, $6, $7, $8, $9, $10, $11, $13 }'
   echo
   echo "Total $((SECONDS - T0)) s in this run (steps already done were skipped)."
