@@ -419,9 +419,14 @@ static void test_orientations(void) {
 /* The CNN with `strided` stride-2 blocks and its Grad-CAM twin. */
 static void cnn_twin(int strided) {
   nic_ctx *ctx = nic_test_ctx(5);
-  sm_cnn_arch a = {
-      .C = 6, .R = 32, .filters = 8, .hidden = 8, .nout = 3, .pool = NIC_POOL_MAX,
-      .strided = strided, .dropout = 0.2f};
+  sm_cnn_arch a = {.C = 6,
+                   .R = 32,
+                   .filters = 8,
+                   .hidden = 8,
+                   .nout = 3,
+                   .pool = NIC_POOL_MAX,
+                   .strided = strided,
+                   .dropout = 0.2f};
   nic_model *cnn = NULL, *twin = NULL;
   nic_error err = {0};
   CHECK_OK(sm_cnn_build(&cnn, &a, 0, &err));
@@ -443,7 +448,7 @@ static void cnn_twin(int strided) {
     if (nic_model_node_spec(cnn, k)->kind == NIC_LAYER_GLOBALPOOL) pool = k;
   CHECK(pool > 0);
   if (pool > 0) {
-    int side = strided >= 5 ? 1 : 32 >> strided; /* halved per block, at least 1 */
+    int side = strided >= 5 ? 1 : 32 >> strided;   /* halved per block, at least 1 */
     nic_model_node_shape(cnn, pool - 1, &nd, shp); /* the map the pooling sees */
     CHECK(nd == 4 && shp[2] == side && shp[3] == side);
   }
