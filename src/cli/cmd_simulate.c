@@ -244,8 +244,13 @@ static int sim_needle(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   const char *cmd = "simulate needle-mnist";
   nic_needle_opts o = nic_needle_default_opts();
-  common k = {cmd,     "--count", needle_usage, NULL,      &o.count,
-              &o.seed, NULL,      NULL,         &o.prefix, {"canvases", now_s(), 0}};
+  common k = {.cmd = cmd,
+              .count_flag = "--count",
+              .usage = needle_usage,
+              .count = &o.count,
+              .seed = &o.seed,
+              .prefix = &o.prefix,
+              .pr = {"canvases", now_s(), 0}};
   const char *digits = "mnist", *dir = NULL, *split = "train";
   int c;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
@@ -356,9 +361,15 @@ static int sim_histo(int argc, char **argv) {
       {NULL, 0, NULL, 0}};
   const char *cmd = "simulate histo";
   nic_histo_opts o = nic_histo_default_opts();
-  common k = {cmd,     "--count",  histo_usage,     NULL,      &o.count,
-              &o.seed, &o.threads, &o.jpeg_quality, &o.prefix, {"slides", now_s(), 0}};
-  ;
+  common k = {.cmd = cmd,
+              .count_flag = "--count",
+              .usage = histo_usage,
+              .count = &o.count,
+              .seed = &o.seed,
+              .threads = &o.threads,
+              .jpeg_quality = &o.jpeg_quality,
+              .prefix = &o.prefix,
+              .pr = {"slides", now_s(), 0}};
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
     COMMON_CASES(&k, c)
@@ -473,9 +484,14 @@ static int sim_patches(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   const char *cmd = "simulate histo-patches";
   nic_patch_opts o = nic_patch_default_opts();
-  common k = {cmd,     "--count",  patches_usage,   NULL, &o.count,
-              &o.seed, &o.threads, &o.jpeg_quality, NULL, {"patches", now_s(), 0}};
-  ;
+  common k = {.cmd = cmd,
+              .count_flag = "--count",
+              .usage = patches_usage,
+              .count = &o.count,
+              .seed = &o.seed,
+              .threads = &o.threads,
+              .jpeg_quality = &o.jpeg_quality,
+              .pr = {"patches", now_s(), 0}};
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
     COMMON_CASES(&k, c)
@@ -612,9 +628,15 @@ static int sim_mosaic(int argc, char **argv) {
       {NULL, 0, NULL, 0}};
   const char *cmd = "simulate mosaic";
   nic_mosaic_opts o = nic_mosaic_default_opts();
-  common k = {cmd,     "--slides", mosaic_usage,    NULL,      &o.slides,
-              &o.seed, &o.threads, &o.jpeg_quality, &o.prefix, {"slides", now_s(), 0}};
-  ;
+  common k = {.cmd = cmd,
+              .count_flag = "--slides",
+              .usage = mosaic_usage,
+              .count = &o.slides,
+              .seed = &o.seed,
+              .threads = &o.threads,
+              .jpeg_quality = &o.jpeg_quality,
+              .prefix = &o.prefix,
+              .pr = {"slides", now_s(), 0}};
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "p:o:n:qh", opts, NULL)) != -1) {
     COMMON_CASES(&k, c)

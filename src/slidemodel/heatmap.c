@@ -62,8 +62,13 @@ static nic_status target_grad(nic_slidemodel *m, nic_ctx *ctx, sm_data *d, int t
 
 static nic_status ensure_twin(nic_slidemodel *m, nic_error *err) {
   if (m->twin) return NIC_OK;
-  sm_cnn_arch a = {m->C,       m->crop, m->filters, m->hidden, m->nout, (nic_pool_kind)m->pool,
-                   m->strided, 0};
+  sm_cnn_arch a = {.C = m->C,
+                   .R = m->crop,
+                   .filters = m->filters,
+                   .hidden = m->hidden,
+                   .nout = m->nout,
+                   .pool = (nic_pool_kind)m->pool,
+                   .strided = m->strided};
   nic_status st = sm_cnn_build(&m->twin, &a, 1, err);
   if (st == NIC_OK) st = sm_cnn_fold_into(m->net, m->twin, err);
   if (st != NIC_OK) {

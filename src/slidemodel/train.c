@@ -199,8 +199,14 @@ static nic_status make_model(trainer *t, nic_error *err) {
     }
     int fit = (side + 63) / 64 * 64; /* small grids: whole, padded to a multiple of 64 */
     m->crop = fit < o->crop ? fit : o->crop;
-    sm_cnn_arch a = {C,          m->crop,   o->filters, o->hidden, m->nout, (nic_pool_kind)m->pool,
-                     m->strided, o->dropout};
+    sm_cnn_arch a = {.C = C,
+                     .R = m->crop,
+                     .filters = o->filters,
+                     .hidden = o->hidden,
+                     .nout = m->nout,
+                     .pool = (nic_pool_kind)m->pool,
+                     .strided = m->strided,
+                     .dropout = o->dropout};
     st = sm_cnn_build(&m->net, &a, 0, err);
     if (st == NIC_OK) st = nic_model_init_params(m->net, t->ctx, err);
     /* the output layer starts at zero: every class equally likely, and no
