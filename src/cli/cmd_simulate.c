@@ -143,7 +143,8 @@ enum {
   OPT_CACHE
 };
 
-/* Handles option c when it is a shared one; COMMON_OTHER otherwise. */
+/* Handles option c when it is a shared one; COMMON_OTHER otherwise. Each kind's option
+ * loop asks it first, then handles its own flags. */
 static int common_opt(common *k, int c, const char *arg) {
   switch (c) {
   case 'o':
@@ -174,14 +175,6 @@ static int common_opt(common *k, int c, const char *arg) {
     return COMMON_OTHER;
   }
 }
-
-/* In each kind's option loop: the shared cases, then the kind's own. */
-#define COMMON_CASES(k, c)                                                                         \
-  {                                                                                                \
-    int r_ = common_opt(k, c, optarg);                                                             \
-    if (r_ == COMMON_DONE) continue;                                                               \
-    if (r_ != COMMON_OTHER) return r_ == COMMON_HELP ? 0 : 2;                                      \
-  }
 
 /* The checks after the options: no stray arguments, -o given. */
 static int common_finish(const common *k, int argc, char **argv) {
@@ -254,7 +247,9 @@ static int sim_needle(int argc, char **argv) {
   const char *digits = "mnist", *dir = NULL, *split = "train";
   int c;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
-    COMMON_CASES(&k, c)
+    int shared = common_opt(&k, c, optarg);
+    if (shared == COMMON_DONE) continue;
+    if (shared != COMMON_OTHER) return shared == COMMON_HELP ? 0 : 2;
     switch (c) {
     case OPT_SIZE:
       if (cli_parse_int(cmd, "--size", optarg, 1, &o.size)) return 2;
@@ -372,7 +367,9 @@ static int sim_histo(int argc, char **argv) {
               .pr = {"slides", now_s(), 0}};
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
-    COMMON_CASES(&k, c)
+    int shared = common_opt(&k, c, optarg);
+    if (shared == COMMON_DONE) continue;
+    if (shared != COMMON_OTHER) return shared == COMMON_HELP ? 0 : 2;
     switch (c) {
     case OPT_SIZE:
       bad = cli_parse_int(cmd, "--size", optarg, 1, &o.width);
@@ -494,7 +491,9 @@ static int sim_patches(int argc, char **argv) {
               .pr = {"patches", now_s(), 0}};
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "o:n:qh", opts, NULL)) != -1) {
-    COMMON_CASES(&k, c)
+    int shared = common_opt(&k, c, optarg);
+    if (shared == COMMON_DONE) continue;
+    if (shared != COMMON_OTHER) return shared == COMMON_HELP ? 0 : 2;
     switch (c) {
     case OPT_SLIDES:
       bad = cli_parse_int(cmd, "--slides", optarg, 1, &o.slides);
@@ -639,7 +638,9 @@ static int sim_mosaic(int argc, char **argv) {
               .pr = {"slides", now_s(), 0}};
   int c, bad = 0;
   while ((c = getopt_long(argc, argv, "p:o:n:qh", opts, NULL)) != -1) {
-    COMMON_CASES(&k, c)
+    int shared = common_opt(&k, c, optarg);
+    if (shared == COMMON_DONE) continue;
+    if (shared != COMMON_OTHER) return shared == COMMON_HELP ? 0 : 2;
     switch (c) {
     case 'p':
       o.patches = optarg;

@@ -193,6 +193,7 @@ nic_status nic_sm_save(nic_slidemodel *m, const char *path, nic_error *err) {
   json_object_object_add(o, "feature_istd", float_array(m->istd, m->C));
   json_object_object_add(o, "target_mean", nic_json_new_double(m->y_mean));
   json_object_object_add(o, "target_sd", nic_json_new_double(m->y_sd));
+  json_object_object_add(o, "risk_offset", nic_json_new_double(m->risk_offset));
   json_object_object_add(o, "seed", json_object_new_int64((int64_t)m->seed));
   json_object_object_add(o, "best_epoch", json_object_new_int(m->best_epoch));
   const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
@@ -239,8 +240,10 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
   const char *kind = nic_json_get_str(o, "model"), *task = nic_json_get_str(o, "task");
   const char *pool = nic_json_get_str(o, "pool");
   int64_t C = 0, crop = 0, filters = 0, hidden = 0, attn = 0, tc = 0, best = -1, seed = 0;
-  int64_t strided = 6; /* files before the option: the paper's six */
-  double ym = 0, ysd = 1, dropout = 0;
+  /* absent from files older than the options: the paper's six stride-2
+   * blocks, and uncentred survival risks */
+  int64_t strided = 6;
+  double ym = 0, ysd = 1, dropout = 0, roff = 0;
   int ordinal = 0, use_or = 0;
   json_object *cl = NULL;
   if (!kind || nic_sm_kind_from_name(kind, &m->kind, NULL) != NIC_OK || !task ||
@@ -256,6 +259,8 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
       nic_json_get_int(o, "best_epoch", -1, 1 << 30, &best) ||
       nic_json_get_int(o, "seed", INT64_MIN, INT64_MAX, &seed) ||
       nic_json_get_num(o, "target_mean", &ym) || nic_json_get_num(o, "target_sd", &ysd) ||
+      (json_object_object_get_ex(o, "risk_offset", NULL) &&
+       nic_json_get_num(o, "risk_offset", &roff)) ||
       nic_json_get_num(o, "dropout", &dropout) || nic_json_get_bool(o, "ordinal", &ordinal) ||
       nic_json_get_bool(o, "orientations", &use_or) ||
       !json_object_object_get_ex(o, "classes", &cl) || !json_object_is_type(cl, json_type_array))
@@ -301,6 +306,7 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
     m->seed = (uint64_t)seed;
     m->y_mean = ym;
     m->y_sd = ysd > 0 ? ysd : 1;
+    m->risk_offset = isfinite(roff) ? roff : 0;
     m->ordinal = ordinal;
     m->use_or = use_or;
   }
@@ -452,7 +458,7 @@ nic_status sm_model_predict(nic_slidemodel *m, nic_ctx *ctx, sm_data *d, int i, 
   else if (m->task == NIC_TASK_REGRESSION)
     scores[0] = acc[0] * m->y_sd + m->y_mean;
   else
-    scores[0] = acc[0];
+    scores[0] = acc[0] - m->risk_offset;
   return NIC_OK;
 }
 

@@ -211,6 +211,7 @@ struct nic_slidemodel {
   float dropout;
   float *mean, *istd;  /* C: feature standardisation */
   double y_mean, y_sd; /* regression target scaling */
+  double risk_offset;  /* survival: mean training risk, subtracted from predictions */
   uint64_t seed;
   int best_epoch;
   nic_model *net;  /* the CNN, or ABMIL's parameter container */

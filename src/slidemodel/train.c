@@ -471,6 +471,23 @@ static nic_status validate(trainer *t, double *metric, double *vloss, nic_error 
   return st;
 }
 
+/* Survival: a Cox model's risk is defined up to a constant, so two models
+ * (the folds of a cross-validation) put the same slide at different levels.
+ * Centring each model's risk on its training slides (a log hazard ratio
+ * against the average training slide, as survival packages report it)
+ * makes out-of-fold risks of different folds comparable. */
+static nic_status centre_risk(trainer *t, nic_error *err) {
+  t->m->risk_offset = 0;
+  double sum = 0, r = 0;
+  nic_status st = NIC_OK;
+  for (int l = 0; l < t->ntr && st == NIC_OK; l++) {
+    st = sm_model_predict(t->m, t->ctx, &t->d, l, &r, err);
+    sum += r;
+  }
+  if (st == NIC_OK && t->ntr > 0) t->m->risk_offset = sum / t->ntr;
+  return st;
+}
+
 /* ---- the loop ------------------------------------------------------------------------- */
 
 static void report(trainer *t, nic_sm_progress *p) {
@@ -536,6 +553,7 @@ static nic_status run(trainer *t, int fold, int folds, nic_error *err) {
     if (p.stopping) break;
   }
   if (st == NIC_OK && t->nva > 0 && p.best_epoch >= 0) snapshot(t, 0);
+  if (st == NIC_OK && t->c->task == NIC_TASK_SURVIVAL) st = centre_risk(t, err);
   t->m->best_epoch = p.best_epoch;
   return st;
 }
