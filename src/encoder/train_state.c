@@ -24,6 +24,7 @@
 #include "io/json_util.h"
 #include "nic/encoder.h"
 #include "nic/version.h"
+#include "nic_revision.h" /* generated at build time: NIC_SOURCE_REVISION */
 
 uint64_t enc_seed(uint64_t seed, uint64_t what, uint64_t i) {
   /* splitmix64 over the three words: independent streams per purpose */
@@ -39,22 +40,7 @@ uint64_t enc_seed(uint64_t seed, uint64_t what, uint64_t i) {
 }
 
 void enc_source_revision(char *buf, size_t n) {
-  snprintf(buf, n, "unknown");
-#ifdef NIC_SOURCE_DIR
-  /* The tree this library was built from, if it is still a git checkout. */
-  const char *dir = NIC_SOURCE_DIR;
-  if (strchr(dir, '\'')) return;
-  char cmd[4400];
-  snprintf(cmd, sizeof cmd, "git -C '%s' describe --always --dirty --tags 2>/dev/null", dir);
-  FILE *p = popen(cmd, "r");
-  if (!p) return;
-  char line[256];
-  if (fgets(line, sizeof line, p)) {
-    line[strcspn(line, "\r\n")] = 0;
-    if (line[0]) snprintf(buf, n, "%s", line);
-  }
-  pclose(p);
-#endif
+  snprintf(buf, n, "%s", NIC_SOURCE_REVISION); /* `git describe` when the library was built */
 }
 
 void nic_enc_card_path(const char *output, char *buf, size_t n) {
