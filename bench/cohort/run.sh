@@ -22,7 +22,7 @@
 #                    sizes 1-16) or histo (regression and survival)
 #
 # Environment: NIC (the binary), NIC_SHARED (../shared), THREADS (nic train
-# --threads), SLIDES (80), FOLDS (5), EPOCHS (40), PATIENCE (15), SWEEP (the
+# --threads), SLIDES (80), FOLDS (5), EPOCHS (60), PATIENCE (20), SWEEP (the
 # cluster sizes, "1 2 4 8 16"), JOBS (sweep cohorts run at once, 1; with
 # JOBS=2 THREADS=1 two cohorts share 2 cores better than one with 2 threads).
 #
@@ -94,8 +94,10 @@ HISTO_SIZE=6144 # px at 0.5 um/px: 3 x 3 mm, a 48 x 48 grid, ~500 tissue patches
 # Slide models on small grids (mosaics: ~20-24 cells a side of the encoder's 64 um patches;
 # histo: 48 x 48): the CNN sees the whole grid (mosaics: --crop 32; histo: the side rounded up to 64). 64 training
 # slides make an epoch of 4 batches, so each epoch takes 20 steps (--steps).
-EPOCHS=${EPOCHS:-40}
-PATIENCE=${PATIENCE:-15}
+# nic train's own defaults: with 40 epochs and patience 15, two of five mosaic folds still
+# chose their last epoch
+EPOCHS=${EPOCHS:-60}
+PATIENCE=${PATIENCE:-20}
 CNN_OPTS=(--model nic)
 ABMIL_OPTS=(--model abmil)
 # Cells of 64 um (PCam patches cropped to their central 66 px): one cell is one encoder patch,
