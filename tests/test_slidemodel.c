@@ -622,14 +622,20 @@ static nic_sm_opts small_opts(nic_sm_kind kind) {
   return o;
 }
 
-/* Trains on fold 0 of 3 and scores its test slides with the task's metric. */
+/* The toy cohorts' folds: 3, a fifth of each fold's training cases validating. */
+static void toy_splits(const nic_cohort *c, nic_splits *s) {
+  nic_error err = {0};
+  CHECK_OK(nic_splits_kfold(c, 3, 0.2, 2, s, &err));
+}
+
+/* Trains on fold 0 of toy_splits and scores its test slides with the task's metric. */
 static double toy_metric(const char *dir, nic_task task, const nic_sm_opts *o, nic_ctx *ctx,
                          nic_slidemodel **keep) {
   nic_cohort c;
   load_cohort(&c, dir, task);
   nic_splits s;
   nic_error err = {0};
-  CHECK_OK(nic_splits_kfold(&c, 3, 0.2, 2, &s, &err));
+  toy_splits(&c, &s);
   nic_slidemodel *m = NULL;
   double t0 = now_s();
   nic_status st = nic_sm_train(&m, ctx, &c, &s.folds[0], o, &err);
@@ -747,7 +753,7 @@ static double mean_training_risk(nic_slidemodel *m, nic_ctx *ctx, const char *di
   load_cohort(&c, dir, NIC_TASK_SURVIVAL);
   nic_splits s;
   nic_error err = {0};
-  CHECK_OK(nic_splits_kfold(&c, 3, 0.2, 2, &s, &err));
+  toy_splits(&c, &s);
   double sum = 0, r = 0;
   const nic_fold *f = &s.folds[0];
   for (int a = 0; a < f->ntrain; a++) {

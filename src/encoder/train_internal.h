@@ -136,8 +136,6 @@ nic_status enc_load_checkpoint(enc_run *r, nic_error *err);
 int enc_copy_nodes(nic_model *dst, nic_model *src, int map0, float bn_momentum, nic_error *err);
 /* Copies every parameter of dst from src's parameter of the same name. */
 nic_status enc_copy_params(nic_model *dst, nic_model *src, const char *what, nic_error *err);
-/* `git describe` of the source tree, or "unknown". */
-void enc_source_revision(char *buf, size_t n);
 
 /* A stream seed for purpose `what` and index i of a run seeded with seed. */
 uint64_t enc_seed(uint64_t seed, uint64_t what, uint64_t i);

@@ -39,10 +39,6 @@ uint64_t enc_seed(uint64_t seed, uint64_t what, uint64_t i) {
   return x;
 }
 
-void enc_source_revision(char *buf, size_t n) {
-  snprintf(buf, n, "%s", NIC_SOURCE_REVISION); /* `git describe` when the library was built */
-}
-
 void nic_enc_card_path(const char *output, char *buf, size_t n) {
   size_t len = strlen(output);
   const char *ext = ".safetensors";
@@ -258,8 +254,8 @@ json_object *enc_card(const enc_run *r) {
                          r->history ? json_object_get(r->history) : json_object_new_array());
   json_object_object_add(c, "command_line", jstr(o->command_line));
   json_object_object_add(c, "nic_version", jstr(nic_version()));
-  enc_source_revision(buf, sizeof buf);
-  json_object_object_add(c, "source_revision", jstr(buf));
+  /* `git describe` of the tree the library was built from */
+  json_object_object_add(c, "source_revision", jstr(NIC_SOURCE_REVISION));
   json_object_object_add(c, "training_started", jstr(r->created));
   utc_now(buf, sizeof buf);
   json_object_object_add(c, "written", jstr(buf));
