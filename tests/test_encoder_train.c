@@ -624,6 +624,134 @@ static void test_resume_adam(void) {
   nic_ctx_free(ctx);
 }
 
+/* Appends every log line to the char[4096] at user. */
+static void keep_log(void *user, const char *line) {
+  char *buf = user;
+  size_t n = strlen(buf);
+  snprintf(buf + n, 4096 - n, "%s\n", line);
+}
+
+/* The float values of param name in a model or checkpoint file (malloc),
+ * or NULL. */
+static float *file_param(const char *path, const char *name, int64_t *n) {
+  nic_model *m = NULL;
+  nic_param *ext = NULL;
+  int next = 0;
+  nic_error err = {0};
+  float *v = NULL;
+  if (nic_model_load_extra(&m, path, "optim/", &ext, &next, &err) != NIC_OK) return NULL;
+  nic_param *p = nic_model_param(m, name);
+  for (int i = 0; !p && i < next; i++)
+    if (!strcmp(ext[i].name, name)) p = &ext[i];
+  if (p && (v = malloc(sizeof *v * (size_t)nic_tensor_numel(&p->value)))) {
+    *n = nic_tensor_numel(&p->value);
+    memcpy(v, p->value.data, sizeof *v * (size_t)*n);
+  }
+  nic_params_free(ext, next);
+  nic_model_free(m);
+  return v;
+}
+
+/* --init starts from another run's weights (with its heads when given a
+ * checkpoint), and --ema writes the moving average: after one step from
+ * W0 to W1 the encoder is 0.1 W0 + 0.9 W1 (the decay's warm-up caps it at
+ * 1/10 on the first step), batch-norm statistics included, while the
+ * checkpoint keeps the live W1 and the average beside it. A run with EMA
+ * resumes to the bit. */
+static void test_ema_init(void) {
+  char a[600], b[600], c[600], full[600], part[600], spec1[600], spec2[600];
+  char cka[700], ckb[700], ckf[700], ckp[700], log[4096] = "";
+  snprintf(a, sizeof a, "%s/ia.safetensors", tmp);
+  snprintf(b, sizeof b, "%s/ib.safetensors", tmp);
+  snprintf(c, sizeof c, "%s/ic.safetensors", tmp);
+  snprintf(full, sizeof full, "%s/efull.safetensors", tmp);
+  snprintf(part, sizeof part, "%s/epart.safetensors", tmp);
+  snprintf(spec1, sizeof spec1, "colour=%s,max-train=16,max-valid=8", colour_dir);
+  snprintf(spec2, sizeof spec2, "texture=%s,max-train=16,max-valid=8", texture_dir);
+  nic_enc_task t[2] = {task(spec1), task(spec2)};
+  nic_ctx *ctx = nic_test_ctx(1);
+  nic_error err = {0};
+  nic_enc_train_opts o = quick_opts(a);
+  o.batch = 8;
+  o.epochs = 1;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  nic_enc_checkpoint_path(a, cka, sizeof cka);
+  /* one step from A's checkpoint, heads included */
+  o.output = b;
+  o.init = cka;
+  o.ema = 0.5f;
+  o.steps_per_epoch = 1;
+  o.seed = 7;
+  o.log = keep_log;
+  o.user = log;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  CHECK(strstr(log, "the trunk and 2 of 2 task heads") != NULL);
+  nic_enc_checkpoint_path(b, ckb, sizeof ckb);
+  const char *names[] = {"conv1.weight", "bn1.running_mean", "bn4.running_var"};
+  for (int k = 0; k < 3; k++) {
+    char ename[200];
+    snprintf(ename, sizeof ename, "optim/%s/e", names[k]);
+    int64_t n0 = 0, n1 = 0, ne = 0, nc = 0;
+    float *w0 = file_param(cka, names[k], &n0), *w1 = file_param(ckb, names[k], &n1);
+    float *e = file_param(b, names[k], &ne), *ce = file_param(ckb, ename, &nc);
+    CHECK(w0 && w1 && e && ce && n0 == n1 && n1 == ne && ne == nc);
+    double worst = 0, moved = 0;
+    for (int64_t i = 0; w0 && w1 && e && ce && n0 == ne && nc == ne && i < ne; i++) {
+      double want = 0.1 * w0[i] + 0.9 * w1[i];
+      worst = fmax(worst, fabs(e[i] - want) / (1e-6 + fabs(want)));
+      moved = fmax(moved, fabs(w1[i] - w0[i]));
+      CHECK(ce[i] == e[i]);
+    }
+    CHECK(worst < 1e-5);
+    CHECK(moved > 0); /* the step (or the batch statistics) changed it */
+    free(w0);
+    free(w1);
+    free(e);
+    free(ce);
+  }
+  /* from an encoder file: the trunk only */
+  log[0] = 0;
+  o.output = c;
+  o.init = a;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  CHECK(strstr(log, "the trunk and 0 of 2 task heads") != NULL);
+  o.log = NULL;
+  /* resuming a run with EMA equals the uninterrupted run */
+  o = quick_opts(full);
+  o.batch = 8;
+  o.epochs = 2;
+  o.ema = 0.9f;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  o.output = part;
+  o.epochs = 1;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  o.epochs = 2;
+  o.resume = 1;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  nic_enc_checkpoint_path(full, ckf, sizeof ckf);
+  nic_enc_checkpoint_path(part, ckp, sizeof ckp);
+  CHECK(same_params(ckf, ckp));
+  CHECK(same_params(full, part));
+  CHECK(!same_params(full, ckf)); /* the encoder is the average, not the live weights */
+  /* bad settings */
+  o = quick_opts(c);
+  o.ema = 1.0f;
+  err = (nic_error){0};
+  CHECK(nic_encoder_train(ctx, t, 2, &o, &err) == NIC_EINVAL && strstr(err.msg, "EMA"));
+  o.ema = 0;
+  o.arch = "resnet-small";
+  o.init = a;
+  err = (nic_error){0};
+  CHECK(nic_encoder_train(ctx, t, 2, &o, &err) == NIC_EFORMAT);
+  CHECK(strstr(err.msg, "--init") && strstr(err.msg, a));
+  o.arch = "nic";
+  snprintf(spec1, sizeof spec1, "%s/no-such.safetensors", tmp);
+  o.init = spec1;
+  err = (nic_error){0};
+  CHECK(nic_encoder_train(ctx, t, 2, &o, &err) != NIC_OK && strstr(err.msg, "no-such"));
+  nic_ctx_free(ctx);
+}
+
 /* Spec and setup errors that must be reported clearly. */
 static void test_bad_runs(void) {
   char out[600], spec[600];
@@ -764,6 +892,7 @@ int main(void) {
   TIMED(test_two_tasks);
   TIMED(test_resume);
   TIMED(test_resume_adam);
+  TIMED(test_ema_init);
   TIMED(test_unsupervised);
   return nic_test_finish();
 }

@@ -123,6 +123,10 @@ typedef struct nic_enc_train_opts {
                                with METRIC accuracy, balanced_accuracy, auc, mae or loss */
   int loader_threads;       /* decoding threads of each task's loader (1) */
   uint64_t seed;            /* initialisation, order, augmentation (1) */
+  float ema;                /* > 0: validate and write an exponential moving average of the
+                               weights with this decay per step (e.g. 0.999); 0 = off */
+  const char *init;         /* start the trunk (and heads of the same tasks) from this
+                               encoder or checkpoint instead of random values; NULL = off */
   int resume;               /* continue from the checkpoint next to the output */
   const char *command_line; /* recorded in the model card */
   nic_enc_progress_fn progress;

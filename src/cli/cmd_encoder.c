@@ -547,6 +547,11 @@ static void train_usage(FILE *f) {
              "      --monitor WHAT       loss (weighted validation loss; default) or\n"
              "                           TASK.METRIC with METRIC accuracy, balanced_accuracy,\n"
              "                           auc, mae, loss or top1 (contrastive)\n"
+             "      --ema DECAY          validate and write an exponential moving average of\n"
+             "                           the weights (decay per step, e.g. 0.999; 0 = off)\n"
+             "      --init MODEL         start from this encoder (or a training checkpoint,\n"
+             "                           whose heads are taken for tasks of the same name)\n"
+             "                           instead of random weights; same --arch\n"
              "      --resume             continue from OUT.ckpt.safetensors (same tasks,\n"
              "                           architecture and optimizer; weights, optimizer state\n"
              "                           and seed are taken from the checkpoint)\n"
@@ -687,6 +692,8 @@ enum {
   T_PATIENCE,
   T_MONITOR,
   T_RESUME,
+  T_EMA,
+  T_INIT,
   T_SEED,
   T_THREADS,
   T_LTHREADS,
@@ -781,6 +788,8 @@ static int cmd_train(int argc, char **argv) {
                                        {"patience", required_argument, NULL, T_PATIENCE},
                                        {"monitor", required_argument, NULL, T_MONITOR},
                                        {"resume", no_argument, NULL, T_RESUME},
+                                       {"ema", required_argument, NULL, T_EMA},
+                                       {"init", required_argument, NULL, T_INIT},
                                        {"seed", required_argument, NULL, T_SEED},
                                        {"threads", required_argument, NULL, T_THREADS},
                                        {"loader-threads", required_argument, NULL, T_LTHREADS},
@@ -917,6 +926,13 @@ static int cmd_train(int argc, char **argv) {
       break;
     case T_MONITOR:
       o.monitor = optarg;
+      break;
+    case T_EMA:
+      if (cli_parse_double(cmd, "--ema", optarg, &d)) goto done;
+      o.ema = (float)d;
+      break;
+    case T_INIT:
+      o.init = optarg;
       break;
     case T_RESUME:
       o.resume = 1;

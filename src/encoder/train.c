@@ -117,6 +117,8 @@ static nic_status check_opts(const nic_enc_task *tasks, int nt, const nic_enc_tr
     return nic_err(err, NIC_EINVAL, "batch-norm momentum must be in (0, 1)");
   if (o->objective == NIC_ENC_CONTRASTIVE && (!(o->temperature > 0) || o->proj_dim < 1))
     return nic_err(err, NIC_EINVAL, "contrastive: temperature must be > 0 and proj_dim >= 1");
+  if (!(o->ema >= 0 && o->ema < 1))
+    return nic_err(err, NIC_EINVAL, "EMA decay must be in [0, 1), got %g", (double)o->ema);
   if (o->patience < 0 || o->warmup < 0 || o->loader_threads < 0 || o->steps_per_epoch < 0)
     return nic_err(err, NIC_EINVAL, "patience, warmup, loader threads and steps must be >= 0");
   return NIC_OK;
@@ -358,6 +360,7 @@ static nic_status train_step(enc_run *r, float *loss, nic_error *err) {
     if (r->skipped++ < 3) logf_(r, "skipped a step: %s", err ? err->msg : "");
     return NIC_OK;
   }
+  if (s == NIC_OK) enc_ema_update(r);
   return s;
 }
 
@@ -488,7 +491,13 @@ static nic_status run_epoch(enc_run *r, int epoch, nic_error *err) {
   if (s != NIC_OK) return nic_err_prefix(err, "epoch %d: ", epoch + 1);
   double secs = now_s() - t0;
   tell_unreadable(r);
-  if ((s = enc_validate(r, err)) != NIC_OK) return s;
+  /* validation and the encoder file see the averaged weights */
+  if (r->ema_n) enc_ema_swap(r);
+  s = enc_validate(r, err);
+  if (s != NIC_OK) {
+    if (r->ema_live) enc_ema_swap(r);
+    return s;
+  }
   double monitor = enc_monitor_value(r, &higher);
   int improved = improves(r, monitor, higher);
   int validates = 0;
@@ -510,7 +519,9 @@ static nic_status run_epoch(enc_run *r, int epoch, nic_error *err) {
   r->epoch = epoch + 1;
   int stopping = o->patience > 0 && r->bad_epochs >= o->patience && r->epoch < o->epochs;
   r->stopped = stopping;
-  if ((improved || !validates) && (s = enc_save_encoder(r, err)) != NIC_OK) return s;
+  if (improved || !validates) s = enc_save_encoder(r, err);
+  if (r->ema_live) enc_ema_swap(r);
+  if (s != NIC_OK) return s;
   if ((s = enc_save_checkpoint(r, err)) != NIC_OK || (s = enc_write_card(r, err)) != NIC_OK)
     return s;
   report(r, epoch, r->steps, samples, secs, loss_sum / (double)r->steps, line, monitor, improved,
@@ -538,6 +549,7 @@ static void release(enc_run *r) {
   nic_tensor_free(&r->dsum);
   nic_tensor_free(&r->g);
   nic_tensor_free(&r->target);
+  enc_ema_free(r);
   json_object_put(r->history);
 }
 
@@ -559,6 +571,12 @@ static nic_status setup(enc_run *r, const nic_enc_task *tasks, nic_error *err) {
   nic_rng_seed(nic_ctx_rng(r->ctx), enc_seed(o->seed, 4, 0));
   if ((s = build_trunk(r, err)) != NIC_OK || (s = enc_heads_build(r, err)) != NIC_OK) return s;
   if ((s = nic_optimizer_create(&r->opt, &o->opt, err)) != NIC_OK) return s;
+  if (o->init && *o->init && !o->resume) {
+    if ((s = enc_init_from(r, o->init, err)) != NIC_OK) return s;
+    logf_(r, "initialised from %s: the trunk and %d of %d task heads", o->init, r->init_heads,
+          r->nt);
+  }
+  if ((s = enc_ema_setup(r, err)) != NIC_OK) return s;
   /* the monitor's direction, for the plateau schedule */
   const char *dot = o->monitor ? strrchr(o->monitor, '.') : NULL;
   int higher = dot && strcmp(dot + 1, "loss") && strcmp(dot + 1, "mae");
@@ -619,7 +637,11 @@ nic_status nic_encoder_train(nic_ctx *ctx, const nic_enc_task *tasks, int ntasks
   for (int e = r.epoch; s == NIC_OK && e < opts->epochs && !r.stopped; e++)
     s = run_epoch(&r, e, err);
   /* The encoder file must exist, and its card must tell the whole story. */
-  if (s == NIC_OK && r.best_epoch < 0) s = enc_save_encoder(&r, err);
+  if (s == NIC_OK && r.best_epoch < 0) {
+    if (r.ema_n) enc_ema_swap(&r);
+    s = enc_save_encoder(&r, err);
+    if (r.ema_live) enc_ema_swap(&r);
+  }
   if (s == NIC_OK) s = enc_write_card(&r, err);
   if (s == NIC_OK && r.best_epoch >= 0) {
     nic_model *best = NULL;

@@ -76,6 +76,13 @@ typedef struct enc_run {
   int64_t skipped;      /* steps skipped for a non-finite gradient */
   json_object *history; /* array of per-epoch records */
   int opt_restored;     /* resume: the checkpoint's optimizer state was restored */
+  /* weight averaging (train_ema.c) */
+  nic_param **ema_p; /* every parameter of trunk, heads and shared head */
+  float **ema_v;     /* their averages (or, while swapped in, the live values) */
+  int ema_n;
+  int64_t ema_steps; /* updates so far (the decay warms up over them) */
+  int ema_live;      /* 1 while the averages are in the models (enc_ema_swap) */
+  int init_heads;    /* --init: heads taken from the file */
   char card_path[4200], ckpt_path[4200];
   char created[32]; /* when the run began (UTC, ISO 8601) */
 } enc_run;
@@ -114,6 +121,21 @@ nic_status enc_validate(enc_run *r, nic_error *err);
 double enc_monitor_value(const enc_run *r, int *higher_better);
 /* Checks a monitor name ("loss" or "TASK.METRIC") against the tasks. */
 nic_status enc_monitor_check(const enc_run *r, nic_error *err);
+
+/* ---- train_ema.c ---- */
+
+/* Allocates the averages (when o->ema > 0) as copies of the current
+ * parameters; call after the heads are built. */
+nic_status enc_ema_setup(enc_run *r, nic_error *err);
+/* Restarts the averages at the current parameters. */
+void enc_ema_reset(enc_run *r);
+/* One update after an optimizer step. */
+void enc_ema_update(enc_run *r);
+/* Exchanges live parameters and averages (call twice to undo). */
+void enc_ema_swap(enc_run *r);
+void enc_ema_free(enc_run *r);
+/* Copies the trunk, and the heads it has, from an encoder or checkpoint. */
+nic_status enc_init_from(enc_run *r, const char *path, nic_error *err);
 
 /* ---- train_state.c ---- */
 

@@ -185,6 +185,8 @@ static json_object *card_training(const enc_run *r) {
   json_object_object_add(t, "compute_threads", json_object_new_int(nic_ctx_threads(r->ctx)));
   json_object_object_add(t, "loader_threads", json_object_new_int(o->loader_threads));
   json_object_object_add(t, "steps_skipped", json_object_new_int64(r->skipped));
+  json_object_object_add(t, "ema_decay", jnumf(o->ema));
+  if (o->init && *o->init) json_object_object_add(t, "init", jstr(o->init));
   return t;
 }
 
@@ -374,7 +376,7 @@ static nic_status optim_name(char *buf, size_t n, const char *param, char slot, 
 static nic_status optim_export(const enc_run *r, nic_param **ext, int *next, json_object **rec,
                                nic_error *err) {
   int ns = nic_optimizer_num_states(r->opt), n = 0;
-  *ext = calloc((size_t)(2 * ns + 1), sizeof **ext);
+  *ext = calloc((size_t)(2 * ns + r->ema_n + 1), sizeof **ext);
   *next = 0;
   *rec = NULL;
   if (!*ext) return nic_err(err, NIC_ENOMEM, "out of memory");
@@ -391,6 +393,12 @@ static nic_status optim_export(const enc_run *r, nic_param **ext, int *next, jso
       if (s == NIC_OK) nic_tensor_wrap(&(*ext)[n++].value, slot[k], pv->ndim, pv->shape);
     }
     json_object_object_add(steps, st.param->name, json_object_new_int64(st.step));
+  }
+  /* the weight averages travel with the optimizer's state, as slot 'e' */
+  for (int i = 0; i < r->ema_n && s == NIC_OK; i++) {
+    const nic_tensor *pv = &r->ema_p[i]->value;
+    s = optim_name((*ext)[n].name, sizeof(*ext)[n].name, r->ema_p[i]->name, 'e', err);
+    if (s == NIC_OK) nic_tensor_wrap(&(*ext)[n++].value, r->ema_v[i], pv->ndim, pv->shape);
   }
   if (s != NIC_OK) {
     json_object_put(steps);
@@ -509,6 +517,7 @@ static json_object *train_state(const enc_run *r, json_object *optim) {
   json_object_object_add(s, "bad_epochs", json_object_new_int(r->bad_epochs));
   json_object_object_add(s, "stopped", json_object_new_boolean(r->stopped));
   json_object_object_add(s, "skipped", json_object_new_int64(r->skipped));
+  if (r->ema_n) json_object_object_add(s, "ema_steps", json_object_new_int64(r->ema_steps));
   json_object_object_add(s, "seed", json_object_new_uint64(r->o->seed));
   json_object_object_add(s, "created", jstr(r->created));
   json_object_object_add(sc, "cur_lr", jnumf(r->sched.cur_lr));
@@ -591,6 +600,7 @@ static nic_status restore_state(enc_run *r, json_object *st, nic_error *err) {
   r->best_epoch = (int)jget_num(st, "best_epoch", -1);
   r->bad_epochs = (int)jget_num(st, "bad_epochs", 0);
   r->skipped = (int64_t)jget_num(st, "skipped", 0);
+  r->ema_steps = (int64_t)jget_num(st, "ema_steps", 0);
   json_object *b = NULL;
   r->stopped = json_object_object_get_ex(st, "stopped", &b) && json_object_get_boolean(b);
   if (json_object_object_get_ex(st, "created", &b) && json_object_is_type(b, json_type_string))
@@ -628,6 +638,31 @@ nic_status enc_checkpoint_seed(const char *path, uint64_t *seed, nic_error *err)
   return s;
 }
 
+/* Moves the weight averages (slot 'e') to the end of ext, restores them
+ * into the run when it averages (a checkpoint without them restarts the
+ * averages at the restored weights) and returns how many there were. */
+static int ema_import(enc_run *r, nic_param *ext, int next) {
+  int keep = 0;
+  for (int i = 0; i < next; i++) {
+    size_t len = strlen(ext[i].name);
+    if (len > 2 && !strcmp(ext[i].name + len - 2, "/e")) continue;
+    nic_param tmp = ext[keep];
+    ext[keep++] = ext[i];
+    ext[i] = tmp;
+  }
+  int found = 0;
+  for (int i = 0; i < r->ema_n; i++) {
+    char name[sizeof ext->name + 8];
+    if (optim_name(name, sizeof name, r->ema_p[i]->name, 'e', NULL) != NIC_OK) continue;
+    const nic_param *t = find_extra(ext + keep, next - keep, name);
+    if (!t || nic_tensor_numel(&t->value) != nic_tensor_numel(&r->ema_p[i]->value)) continue;
+    memcpy(r->ema_v[i], t->value.data, sizeof(float) * (size_t)nic_tensor_numel(&t->value));
+    found++;
+  }
+  if (r->ema_n && found != r->ema_n) enc_ema_reset(r);
+  return next - keep;
+}
+
 nic_status enc_load_checkpoint(enc_run *r, nic_error *err) {
   nic_model *m = NULL;
   nic_param *ext = NULL;
@@ -648,7 +683,9 @@ nic_status enc_load_checkpoint(enc_run *r, nic_error *err) {
   for (int i = 0; i < r->nt && s == NIC_OK; i++)
     if (r->t[i].head) s = enc_copy_params(r->t[i].head, m, r->ckpt_path, err);
   if (s == NIC_OK && r->shared) s = enc_copy_params(r->shared, m, r->ckpt_path, err);
-  if (s == NIC_OK) s = optim_import(r, st, ext, next, err);
+  int nema = next;
+  if (s == NIC_OK) nema = ema_import(r, ext, next);
+  if (s == NIC_OK) s = optim_import(r, st, ext, next - nema, err);
   json_object_put(st);
   nic_params_free(ext, next);
   nic_model_free(m);
