@@ -734,6 +734,54 @@ static void test_toy_binary(void) {
   nic_ctx_free(ctx);
 }
 
+typedef struct epoch_log {
+  int n;
+  double metric[64], loss[64];
+} epoch_log;
+
+static void log_epochs(void *user, const nic_sm_progress *p) {
+  epoch_log *l = user;
+  if (p->step == p->steps && p->epoch < 64 && !isnan(p->val_loss)) {
+    l->metric[p->epoch] = p->val_metric;
+    l->loss[p->epoch] = p->val_loss;
+    l->n = p->epoch + 1;
+  }
+}
+
+/* The kept epoch is the best validation metric (ties to the lower loss) by
+ * default, the lowest validation loss with monitor_loss. Short and noisy on
+ * purpose, so that the two differ (epochs 6 and 5 on the development
+ * machine). */
+static void test_monitor(void) {
+  nic_ctx *ctx = test_ctx(1);
+  for (int by_loss = 0; by_loss <= 1; by_loss++) {
+    nic_sm_opts o = small_opts(NIC_SM_CNN);
+    epoch_log l = {0, {0}, {0}};
+    o.epochs = 8;
+    o.steps = 4;
+    o.patience = 0;
+    o.monitor_loss = by_loss;
+    o.progress = log_epochs;
+    o.progress_user = &l;
+    nic_slidemodel *m = NULL;
+    toy_metric(binary_dir, NIC_TASK_BINARY, &o, ctx, &m);
+    int want = 0;
+    for (int e = 1; e < l.n; e++) {
+      int better =
+          by_loss ? l.loss[e] < l.loss[want]
+                  : l.metric[e] > l.metric[want] + 1e-9 ||
+                        (fabs(l.metric[e] - l.metric[want]) <= 1e-9 && l.loss[e] < l.loss[want]);
+      if (better) want = e;
+    }
+    CHECK(l.n == o.epochs);
+    CHECK(m && nic_sm_best_epoch(m) == want);
+    printf("  monitor %s: kept epoch %d of %d\n", by_loss ? "loss" : "metric",
+           m ? nic_sm_best_epoch(m) : -1, l.n);
+    nic_sm_free(m);
+  }
+  nic_ctx_free(ctx);
+}
+
 static void test_toy_regression(void) {
   toy t = {NIC_TASK_REGRESSION, 60, 8, 10, 14, 0, 22};
   const char *dir = make_toy(&t);
@@ -1039,6 +1087,7 @@ int main(int argc, char **argv) {
   RUN(test_cox_gradient);
   RUN(test_eval);
   RUN(test_toy_binary);
+  RUN(test_monitor);
   RUN(test_toy_regression);
   RUN(test_toy_survival);
   RUN(test_predict_and_heatmaps);

@@ -203,6 +203,9 @@ typedef struct nic_sm_opts {
   float weight_decay;   /* L2 (1e-4) */
   int patience;         /* early stopping after this many epochs without a
                          * better validation result (20; 0 = never) */
+  int monitor_loss;     /* choose the epoch (and stop early) by the lowest
+                         * validation loss instead of the main metric, as
+                         * CLAM does: smoother on small validation sets (0) */
   int plateau_patience; /* halve the LR after this many epochs without a
                          * lower validation loss (10) */
   float min_lr;         /* (1e-6) */

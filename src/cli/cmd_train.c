@@ -58,6 +58,10 @@ static void usage(FILE *f) {
       "      --weight-decay X   L2 weight decay (1e-4)\n"
       "      --patience N       stop after N epochs without a better validation metric\n"
       "                         (20; 0 = never)\n"
+      "      --monitor WHAT     what picks the epoch and stops early: metric (the main\n"
+      "                         validation metric, ties broken by the loss; default) or\n"
+      "                         loss (the lowest validation loss, as CLAM; smoother on\n"
+      "                         small validation sets)\n"
       "      --plateau N        halve the learning rate after N epochs without a lower\n"
       "                         validation loss (10)\n"
       "      --balance MODE     batches (classes drawn equally often, default), weights\n"
@@ -134,6 +138,7 @@ static int parse_args(train_cli *t, int argc, char **argv) {
     O_LR,
     O_WD,
     O_PATIENCE,
+    O_MONITOR,
     O_PLATEAU,
     O_BALANCE,
     O_OCCLUSION,
@@ -167,6 +172,7 @@ static int parse_args(train_cli *t, int argc, char **argv) {
                                        {"lr", required_argument, NULL, O_LR},
                                        {"weight-decay", required_argument, NULL, O_WD},
                                        {"patience", required_argument, NULL, O_PATIENCE},
+                                       {"monitor", required_argument, NULL, O_MONITOR},
                                        {"plateau", required_argument, NULL, O_PLATEAU},
                                        {"balance", required_argument, NULL, O_BALANCE},
                                        {"occlusion", required_argument, NULL, O_OCCLUSION},
@@ -270,6 +276,11 @@ static int parse_args(train_cli *t, int argc, char **argv) {
       break;
     case O_PATIENCE:
       if (cli_parse_int(cmd, "--patience", optarg, 0, &t->so.patience)) return 2;
+      break;
+    case O_MONITOR:
+      if (strcmp(optarg, "metric") && strcmp(optarg, "loss"))
+        return cli_usage(cmd, "--monitor is metric or loss, got '%s'", optarg);
+      t->so.monitor_loss = !strcmp(optarg, "loss");
       break;
     case O_PLATEAU:
       if (cli_parse_int(cmd, "--plateau", optarg, 0, &t->so.plateau_patience)) return 2;

@@ -55,6 +55,8 @@ static nic_status write_metrics(const char *path, const nic_cohort *c, const nic
   json_object_object_add(op, "lr", nic_json_new_float(o->lr));
   json_object_object_add(op, "weight_decay", nic_json_new_float(o->weight_decay));
   json_object_object_add(op, "patience", json_object_new_int(o->patience));
+  json_object_object_add(op, "monitor",
+                         json_object_new_string(o->monitor_loss ? "loss" : "metric"));
   json_object_object_add(op, "crop", json_object_new_int(o->crop));
   json_object_object_add(op, "test_crops", json_object_new_int(o->test_crops));
   json_object_object_add(op, "orientations", json_object_new_boolean(o->orientations));

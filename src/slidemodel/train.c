@@ -532,10 +532,13 @@ static nic_status run(trainer *t, int fold, int folds, nic_error *err) {
     if (t->nva > 0) {
       double metric, vloss;
       if ((st = validate(t, &metric, &vloss, err)) != NIC_OK) break;
-      double crit = isnan(metric) ? -2.0 : metric; /* below any defined value */
+      /* NaN ranks below any defined value */
+      double crit =
+          o->monitor_loss ? (isnan(vloss) ? -INFINITY : -vloss) : (isnan(metric) ? -2.0 : metric);
       p.val_metric = metric;
       p.val_loss = vloss;
-      if (crit > best + 1e-9 || (fabs(crit - best) <= 1e-9 && vloss < best_loss)) {
+      if (crit > best + 1e-9 ||
+          (!o->monitor_loss && fabs(crit - best) <= 1e-9 && vloss < best_loss)) {
         best = crit;
         best_loss = vloss;
         p.best_epoch = ep;
