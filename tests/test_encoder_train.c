@@ -15,6 +15,7 @@
 
 #include "nic/encoder.h"
 #include "nic/encoder_train.h"
+#include "nic/features.h"
 #include "testutil.h"
 
 static const char *tmp;
@@ -686,6 +687,13 @@ static void test_ema_init(void) {
   o.user = log;
   CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
   CHECK(strstr(log, "the trunk and 2 of 2 task heads") != NULL);
+  char card[700], sha[65];
+  nic_enc_card_path(b, card, sizeof card);
+  json_object *jc = read_json(card);
+  CHECK_OK(nic_features_sha256_file(cka, sha, &err));
+  CHECK(!strcmp(json_object_get_string(jget(jget(jc, "training"), "init_sha256")), sha));
+  CHECK(jnum(jget(jget(jc, "training"), "ema_decay")) == 0.5);
+  json_object_put(jc);
   nic_enc_checkpoint_path(b, ckb, sizeof ckb);
   const char *names[] = {"conv1.weight", "bn1.running_mean", "bn4.running_var"};
   for (int k = 0; k < 3; k++) {

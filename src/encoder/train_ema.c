@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "encoder/train_internal.h"
+#include "nic/features.h"
 
 static void add_models(enc_run *r, nic_model *m) {
   int np;
@@ -130,5 +131,7 @@ nic_status enc_init_from(enc_run *r, const char *path, nic_error *err) {
   }
   nic_model_free(m);
   r->init_heads = heads;
+  snprintf(r->init_path, sizeof r->init_path, "%s", path);
+  if (s == NIC_OK) s = nic_features_sha256_file(path, r->init_sha256, err);
   return s;
 }

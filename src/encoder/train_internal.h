@@ -80,9 +80,10 @@ typedef struct enc_run {
   nic_param **ema_p; /* every parameter of trunk, heads and shared head */
   float **ema_v;     /* their averages (or, while swapped in, the live values) */
   int ema_n;
-  int64_t ema_steps; /* updates so far (the decay warms up over them) */
-  int ema_live;      /* 1 while the averages are in the models (enc_ema_swap) */
-  int init_heads;    /* --init: heads taken from the file */
+  int64_t ema_steps;                     /* updates so far (the decay warms up over them) */
+  int ema_live;                          /* 1 while the averages are in the models (enc_ema_swap) */
+  int init_heads;                        /* --init: heads taken from the file */
+  char init_path[4096], init_sha256[65]; /* --init's file and checksum ("" = none) */
   char card_path[4200], ckpt_path[4200];
   char created[32]; /* when the run began (UTC, ISO 8601) */
 } enc_run;

@@ -186,7 +186,10 @@ static json_object *card_training(const enc_run *r) {
   json_object_object_add(t, "loader_threads", json_object_new_int(o->loader_threads));
   json_object_object_add(t, "steps_skipped", json_object_new_int64(r->skipped));
   json_object_object_add(t, "ema_decay", jnumf(o->ema));
-  if (o->init && *o->init) json_object_object_add(t, "init", jstr(o->init));
+  if (r->init_path[0]) {
+    json_object_object_add(t, "init", jstr(r->init_path));
+    json_object_object_add(t, "init_sha256", jstr(r->init_sha256));
+  }
   return t;
 }
 
@@ -518,6 +521,10 @@ static json_object *train_state(const enc_run *r, json_object *optim) {
   json_object_object_add(s, "stopped", json_object_new_boolean(r->stopped));
   json_object_object_add(s, "skipped", json_object_new_int64(r->skipped));
   if (r->ema_n) json_object_object_add(s, "ema_steps", json_object_new_int64(r->ema_steps));
+  if (r->init_path[0]) {
+    json_object_object_add(s, "init", jstr(r->init_path));
+    json_object_object_add(s, "init_sha256", jstr(r->init_sha256));
+  }
   json_object_object_add(s, "seed", json_object_new_uint64(r->o->seed));
   json_object_object_add(s, "created", jstr(r->created));
   json_object_object_add(sc, "cur_lr", jnumf(r->sched.cur_lr));
@@ -603,6 +610,10 @@ static nic_status restore_state(enc_run *r, json_object *st, nic_error *err) {
   r->ema_steps = (int64_t)jget_num(st, "ema_steps", 0);
   json_object *b = NULL;
   r->stopped = json_object_object_get_ex(st, "stopped", &b) && json_object_get_boolean(b);
+  if (json_object_object_get_ex(st, "init", &b) && json_object_is_type(b, json_type_string))
+    snprintf(r->init_path, sizeof r->init_path, "%s", json_object_get_string(b));
+  if (json_object_object_get_ex(st, "init_sha256", &b) && json_object_is_type(b, json_type_string))
+    snprintf(r->init_sha256, sizeof r->init_sha256, "%s", json_object_get_string(b));
   if (json_object_object_get_ex(st, "created", &b) && json_object_is_type(b, json_type_string))
     snprintf(r->created, sizeof r->created, "%s", json_object_get_string(b));
   if (json_object_object_get_ex(st, "schedule", &sc) && sc) {
