@@ -39,7 +39,7 @@ for c in train predict eval heatmap; do
 done
 "$NIC_BIN" train -h >"$TMP/h"
 for w in --features --labels --task --folds --splits --model --epochs --lr --patience --balance \
-  --crop --strided --test-crops --seed; do
+  --crop --strided --test-crops --seed --monitor --smooth --scores; do
   grep -q -- "$w" "$TMP/h" || fail "train -h does not explain $w"
 done
 "$NIC_BIN" help | grep -q "heatmap" || fail "nic help does not list heatmap"
@@ -137,6 +137,23 @@ awk -F, 'NR == 1 { print; next } { v = ($3 == "tumour") ? 0.8 : 0.2; printf "%s,
 tail -n 1 "$TMP/r.out" | grep -Eq '^spearman=' || fail "regression last line: $(tail -n 1 "$TMP/r.out")"
 [ -s "$TMP/reg/model.safetensors" ] || fail "a single split writes model.safetensors"
 ok "survival and regression (ABMIL)"
+
+# ---- the cluster detector: train, predict, heatmap -------------------------------------------------
+CL="--model cluster --crop 16 --batch 8 --test-crops 4 -t 1 -q"
+"$NIC_BIN" train -f "$TOY" -l "$TOY/labels.csv" -T binary --splits "$RUN" -e $EPOCHS -o "$TMP/cl" $CL \
+  >"$TMP/cl.out" 2>&1 || fail "train --model cluster: $(tail -n 3 "$TMP/cl.out")"
+last=$(tail -n 1 "$TMP/cl.out")
+auc=$(echo "$last" | sed -E 's/^auc=([0-9.]+).*/\1/')
+awk -v a="$auc" 'BEGIN { exit !(a >= 0.9) }' || fail "cluster model AUC $auc < 0.9: $last"
+grep -q '"model": *"cluster"' "$TMP/cl/metrics.json" && grep -q '"smooth": *3' "$TMP/cl/metrics.json" ||
+  fail "metrics.json of the cluster run"
+"$NIC_BIN" predict -m "$TMP/cl/fold_0.safetensors" -f "$TOY" -o "$TMP/cl.csv" -t 1 -q >/dev/null &&
+  [ "$(tail -n +2 "$TMP/cl.csv" | wc -l)" -eq 40 ] || fail "predict with a cluster model"
+"$NIC_BIN" heatmap -m "$TMP/cl/fold_0.safetensors" -f "$TOY" --slide toy_000 -o "$TMP/clhm" -t 1 -q >/dev/null &&
+  [ -s "$TMP/clhm/toy_000_heatmap.png" ] || fail "heatmap of a cluster model"
+"$NIC_BIN" train -f "$TOY" -l "$TOY/labels.csv" -T binary -o "$TMP/x" $CL --smooth 4 2>"$TMP/err"
+[ $? -ne 0 ] && grep -q "smooth odd" "$TMP/err" || fail "--smooth 4: $(cat "$TMP/err")"
+ok "cluster model: $last"
 
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 [ $fails -eq 0 ]

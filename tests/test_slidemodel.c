@@ -616,7 +616,7 @@ static nic_sm_opts small_opts(nic_sm_kind kind) {
   o.epochs = 30;
   o.steps = 20;
   o.patience = 15;
-  o.lr = kind == NIC_SM_CNN ? 1e-2f : 3e-3f;
+  o.lr = kind == NIC_SM_ABMIL ? 3e-3f : 1e-2f;
   o.test_crops = 4;
   o.seed = 5;
   return o;
@@ -731,6 +731,27 @@ static void test_toy_binary(void) {
   printf("  attention peaks on the cluster in %.0f%% of positive slides\n", 100 * hit);
   CHECK(hit >= 0.8);
   nic_sm_free(m);
+  /* the cluster detector: its output starts rising with the score map (so
+   * that training cannot settle on "no high score means positive") */
+  o = small_opts(NIC_SM_CLUSTER);
+  o.epochs = 1;
+  o.lr = 1e-9f; /* one epoch that changes nothing visible */
+  CHECK(toy_metric(binary_dir, NIC_TASK_BINARY, &o, ctx, &m) >= 0);
+  if (m) {
+    nic_param *w = nic_model_param(m->net, "out.weight");
+    CHECK(w && w->value.shape[0] == 2 && w->value.shape[1] == 1);
+    CHECK(w && fabsf(w->value.data[0]) < 1e-6f && fabsf(w->value.data[1] - 1.0f) < 1e-6f);
+    CHECK(nic_model_param(m->net, "conv1.weight") && !nic_model_param(m->net, "bn1.gamma"));
+  }
+  nic_sm_free(m);
+  o = small_opts(NIC_SM_CLUSTER);
+  auc = toy_metric(binary_dir, NIC_TASK_BINARY, &o, ctx, &m);
+  CHECK(auc > 0.9);
+  /* Grad-CAM on the smoothed score map, at the grid's resolution */
+  hit = m ? heatmap_hits(m, ctx, binary_dir, 1) : 0;
+  printf("  cluster Grad-CAM peaks at the cluster in %.0f%% of positive slides\n", 100 * hit);
+  CHECK(hit >= 0.8);
+  nic_sm_free(m);
   nic_ctx_free(ctx);
 }
 
@@ -782,6 +803,34 @@ static void test_monitor(void) {
   nic_ctx_free(ctx);
 }
 
+/* Cluster options out of range are refused with a message naming them. */
+static void test_cluster_options(void) {
+  if (!binary_dir) return;
+  nic_ctx *ctx = test_ctx(1);
+  nic_cohort c;
+  load_cohort(&c, binary_dir, NIC_TASK_BINARY);
+  nic_splits s;
+  toy_splits(&c, &s);
+  int bad[3][2] = {{4, 1}, {0, 1}, {3, 0}}; /* smooth, scores */
+  for (int i = 0; i < 3; i++) {
+    nic_sm_opts o = small_opts(NIC_SM_CLUSTER);
+    o.smooth = bad[i][0];
+    o.scores = bad[i][1];
+    nic_slidemodel *m = NULL;
+    nic_error err = {0};
+    CHECK(nic_sm_train(&m, ctx, &c, &s.folds[0], &o, &err) == NIC_EINVAL && !m);
+    CHECK(strstr(err.msg, "smooth odd") != NULL);
+  }
+  nic_sm_kind k;
+  nic_error err = {0};
+  CHECK_OK(nic_sm_kind_from_name("cluster", &k, &err));
+  CHECK(k == NIC_SM_CLUSTER && !strcmp(nic_sm_kind_name(k), "cluster"));
+  CHECK(nic_sm_kind_from_name("clusters", &k, &err) == NIC_EINVAL && strstr(err.msg, "cluster"));
+  nic_splits_free(&s);
+  nic_cohort_free(&c);
+  nic_ctx_free(ctx);
+}
+
 static void test_toy_regression(void) {
   toy t = {NIC_TASK_REGRESSION, 60, 8, 10, 14, 0, 22};
   const char *dir = make_toy(&t);
@@ -790,6 +839,9 @@ static void test_toy_regression(void) {
   double rho = toy_metric(dir, NIC_TASK_REGRESSION, &o, ctx, NULL);
   CHECK(rho > 0.7);
   o = small_opts(NIC_SM_ABMIL);
+  rho = toy_metric(dir, NIC_TASK_REGRESSION, &o, ctx, NULL);
+  CHECK(rho > 0.7);
+  o = small_opts(NIC_SM_CLUSTER);
   rho = toy_metric(dir, NIC_TASK_REGRESSION, &o, ctx, NULL);
   CHECK(rho > 0.7);
   nic_ctx_free(ctx);
@@ -818,8 +870,8 @@ static void test_toy_survival(void) {
   toy t = {NIC_TASK_SURVIVAL, 60, 8, 10, 14, 0, 23};
   const char *dir = make_toy(&t);
   nic_ctx *ctx = test_ctx(1);
-  nic_sm_kind kinds[2] = {NIC_SM_CNN, NIC_SM_ABMIL};
-  for (int k = 0; k < 2; k++) {
+  nic_sm_kind kinds[3] = {NIC_SM_CNN, NIC_SM_ABMIL, NIC_SM_CLUSTER};
+  for (int k = 0; k < 3; k++) {
     nic_sm_opts o = small_opts(kinds[k]);
     nic_slidemodel *m = NULL;
     double ci = toy_metric(dir, NIC_TASK_SURVIVAL, &o, ctx, &m);
@@ -851,7 +903,7 @@ static void test_predict_and_heatmaps(void) {
   nic_ctx *ctx = test_ctx(1);
   const char *out = nic_test_tmpdir();
   nic_error err = {0};
-  for (int kind = 0; kind < 2; kind++) {
+  for (int kind = 0; kind < 3; kind++) {
     nic_sm_opts o = small_opts((nic_sm_kind)kind);
     o.epochs = 4;
     /* three stride-2 blocks leave a 2 x 2 map: the file must keep that, or the
@@ -1088,6 +1140,7 @@ int main(int argc, char **argv) {
   RUN(test_eval);
   RUN(test_toy_binary);
   RUN(test_monitor);
+  RUN(test_cluster_options);
   RUN(test_toy_regression);
   RUN(test_toy_survival);
   RUN(test_predict_and_heatmaps);

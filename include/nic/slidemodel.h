@@ -152,10 +152,12 @@ void nic_splits_free(nic_splits *s);
 
 typedef enum nic_sm_kind {
   NIC_SM_CNN = 0, /* the NIC slide CNN on crops of the grid */
-  NIC_SM_ABMIL    /* gated attention MIL on the grid's tissue cells */
+  NIC_SM_ABMIL,   /* gated attention MIL on the grid's tissue cells */
+  NIC_SM_CLUSTER  /* cluster detector on crops of the grid: a linear score per cell,
+                   * its mean over `smooth` x `smooth` cells, the maximum over the crop */
 } nic_sm_kind;
 
-const char *nic_sm_kind_name(nic_sm_kind k); /* "nic", "abmil" */
+const char *nic_sm_kind_name(nic_sm_kind k); /* "nic", "abmil", "cluster" */
 nic_status nic_sm_kind_from_name(const char *name, nic_sm_kind *k, nic_error *err);
 
 typedef enum nic_sm_balance {
@@ -194,12 +196,14 @@ typedef struct nic_sm_opts {
   int pool;      /* CNN global pooling: -1 = by task (max for classification,
                   * average for regression and survival), or nic_pool_kind */
   float dropout; /* CNN: spatial dropout after each convolution block (0.2) */
+  int scores;    /* cluster: linear score maps (1) */
+  int smooth;    /* cluster: side of the mean filter over the score maps, odd (3) */
   /* training */
   int epochs;           /* at most this many (60) */
   int steps;            /* optimizer steps per epoch; 0 = one pass over the
                          * training slides, but at least 20 */
   int batch;            /* slides per optimizer step (CNN 16, ABMIL 8) */
-  float lr;             /* Adam learning rate; 0 = by model (CNN 1e-3, ABMIL 2e-4) */
+  float lr;             /* Adam learning rate; 0 = by model (CNN 1e-3, ABMIL 2e-4, cluster 1e-2) */
   float weight_decay;   /* L2 (1e-4) */
   int patience;         /* early stopping after this many epochs without a
                          * better validation result (20; 0 = never) */

@@ -38,8 +38,11 @@ static void usage(FILE *f) {
       "                         model selection, learning-rate schedule, early stopping (0.2)\n"
       "  -o, --output RUNDIR    where results go (required; created if needed)\n\n"
       "model:\n"
-      "  -m, --model KIND       nic (the NIC slide CNN, default) or abmil (gated attention MIL)\n"
-      "      --crop R           CNN crop side in grid cells (400); grids that fit use the\n"
+      "  -m, --model KIND       nic (the NIC slide CNN, default), abmil (gated attention\n"
+      "                         MIL) or cluster (a linear score per cell, averaged over\n"
+      "                         --smooth x --smooth cells, the maximum over the crop:\n"
+      "                         small lesions on few slides)\n"
+      "      --crop R           CNN/cluster crop side in grid cells (400); grids that fit use the\n"
       "                         largest side rounded up to 64\n"
       "      --filters N        CNN filters per separable convolution (128)\n"
       "      --strided N        CNN blocks with stride 2, from the first (6, the paper's;\n"
@@ -48,13 +51,15 @@ static void usage(FILE *f) {
       "      --hidden N         CNN dense units / ABMIL instance embedding (128)\n"
       "      --attn-dim N       ABMIL attention dimension (128)\n"
       "      --pool max|avg     CNN global pooling (max for classification, else avg)\n"
-      "      --dropout P        CNN spatial dropout (0.2)\n\n"
+      "      --dropout P        CNN spatial dropout (0.2)\n"
+      "      --smooth K         cluster: side of the mean filter, odd (3)\n"
+      "      --scores N         cluster: linear score maps (1)\n\n"
       "training:\n"
       "  -e, --epochs N         at most N epochs (60)\n"
       "      --steps N          optimizer steps per epoch (a pass over the training\n"
       "                         slides, at least 20)\n"
       "  -b, --batch N          slides per step (CNN 16, ABMIL 8)\n"
-      "      --lr X             Adam learning rate (CNN 1e-3, ABMIL 2e-4)\n"
+      "      --lr X             Adam learning rate (CNN 1e-3, ABMIL 2e-4, cluster 1e-2)\n"
       "      --weight-decay X   L2 weight decay (1e-4)\n"
       "      --patience N       stop after N epochs without a better validation metric\n"
       "                         (20; 0 = never)\n"
@@ -134,6 +139,8 @@ static int parse_args(train_cli *t, int argc, char **argv) {
     O_ATTN,
     O_POOL,
     O_DROPOUT,
+    O_SMOOTH,
+    O_SCORES,
     O_STEPS,
     O_LR,
     O_WD,
@@ -166,6 +173,8 @@ static int parse_args(train_cli *t, int argc, char **argv) {
                                        {"attn-dim", required_argument, NULL, O_ATTN},
                                        {"pool", required_argument, NULL, O_POOL},
                                        {"dropout", required_argument, NULL, O_DROPOUT},
+                                       {"smooth", required_argument, NULL, O_SMOOTH},
+                                       {"scores", required_argument, NULL, O_SCORES},
                                        {"epochs", required_argument, NULL, 'e'},
                                        {"steps", required_argument, NULL, O_STEPS},
                                        {"batch", required_argument, NULL, 'b'},
@@ -251,6 +260,12 @@ static int parse_args(train_cli *t, int argc, char **argv) {
         t->so.pool = 0;
       else
         return cli_usage(cmd, "--pool is max or avg, got '%s'", optarg);
+      break;
+    case O_SMOOTH:
+      if (cli_parse_int(cmd, "--smooth", optarg, 1, &t->so.smooth)) return 2;
+      break;
+    case O_SCORES:
+      if (cli_parse_int(cmd, "--scores", optarg, 1, &t->so.scores)) return 2;
       break;
     case O_DROPOUT:
       if (cli_parse_double(cmd, "--dropout", optarg, &d)) return 2;

@@ -30,10 +30,32 @@ static int add(nic_model *m, nic_layer_spec s, const char *name, nic_error *err)
   return nic_model_add(m, s, -1, -1, err);
 }
 
+/* The cluster detector: a 1x1 convolution to `filters` score maps, their
+ * mean over smooth x smooth cells, the global pooling and the output layer.
+ * A lesion of a few cells raises the mean score of its neighbourhood while
+ * a single stray cell does not; with a few dozen slides the NIC CNN's
+ * ~150,000 weights overfit where these C + 1 per map do not. No batch
+ * norm and no dropout: the Grad-CAM twin is the model itself. */
+static nic_status cluster_build(nic_model *m, const sm_cnn_arch *a, nic_error *err) {
+  int ok = add(m, nic_spec_conv(a->filters, 1, 1, 0, NIC_ACT_NONE, 0), "conv1", err) > 0;
+  if (ok) ok = add(m, nic_spec_pool(NIC_POOL_AVG, a->smooth, 1, a->smooth / 2), "smooth", err) > 0;
+  if (ok) ok = add(m, nic_spec_globalpool(a->pool), "pool", err) > 0;
+  if (ok) ok = add(m, nic_spec_dense(a->nout, NIC_ACT_NONE, 0), "out", err) > 0;
+  return ok ? NIC_OK : err && err->code ? err->code : NIC_EINVAL;
+}
+
 nic_status sm_cnn_build(nic_model **out, const sm_cnn_arch *a, int explain, nic_error *err) {
   nic_model *m = NULL;
   nic_status st = nic_model_create(&m, a->C, a->R, a->R, err);
   if (st != NIC_OK) return st;
+  if (a->smooth > 0) {
+    if ((st = cluster_build(m, a, err)) != NIC_OK) {
+      nic_model_free(m);
+      return st;
+    }
+    *out = m;
+    return NIC_OK;
+  }
   char name[64];
   int ok = 1;
   for (int b = 1; b <= 8 && ok; b++) {
@@ -106,6 +128,12 @@ static nic_status fold(nic_model *cnn, nic_model *twin, const char *layer, const
 nic_status sm_cnn_fold_into(nic_model *cnn, nic_model *twin, nic_error *err) {
   char a[64], b[64];
   nic_status st = NIC_OK;
+  if (nic_model_param(cnn, "conv1.weight")) { /* the cluster detector: nothing to fold */
+    const char *names[] = {"conv1.weight", "conv1.bias", "out.weight", "out.bias"};
+    for (int i = 0; i < 4 && st == NIC_OK; i++)
+      if (nic_model_param(cnn, names[i])) st = copy_param(cnn, twin, names[i], err);
+    return st;
+  }
   for (int k = 1; k <= 8 && st == NIC_OK; k++) {
     snprintf(a, sizeof a, "conv%d.dw.weight", k);
     st = copy_param(cnn, twin, a, err);
@@ -122,6 +150,8 @@ nic_status sm_cnn_fold_into(nic_model *cnn, nic_model *twin, nic_error *err) {
 int sm_cnn_cam_node(const nic_model *twin) {
   int n = nic_model_num_nodes(twin);
   for (int k = 1; k <= n; k++)
-    if (!strcmp(nic_model_node_name(twin, k), "act1")) return k;
+    if (!strcmp(nic_model_node_name(twin, k), "act1") ||
+        !strcmp(nic_model_node_name(twin, k), "smooth"))
+      return k;
   return -1;
 }

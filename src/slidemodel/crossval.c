@@ -58,6 +58,10 @@ static nic_status write_metrics(const char *path, const nic_cohort *c, const nic
   json_object_object_add(op, "monitor",
                          json_object_new_string(o->monitor_loss ? "loss" : "metric"));
   json_object_object_add(op, "crop", json_object_new_int(o->crop));
+  if (o->kind == NIC_SM_CLUSTER) {
+    json_object_object_add(op, "smooth", json_object_new_int(o->smooth));
+    json_object_object_add(op, "scores", json_object_new_int(o->scores));
+  }
   json_object_object_add(op, "test_crops", json_object_new_int(o->test_crops));
   json_object_object_add(op, "orientations", json_object_new_boolean(o->orientations));
   json_object_object_add(op, "seed", json_object_new_int64((int64_t)o->seed));

@@ -68,7 +68,8 @@ static nic_status ensure_twin(nic_slidemodel *m, nic_error *err) {
                    .hidden = m->hidden,
                    .nout = m->nout,
                    .pool = (nic_pool_kind)m->pool,
-                   .strided = m->strided};
+                   .strided = m->strided,
+                   .smooth = m->smooth};
   nic_status st = sm_cnn_build(&m->twin, &a, 1, err);
   if (st == NIC_OK) st = sm_cnn_fold_into(m->net, m->twin, err);
   if (st != NIC_OK) {
@@ -134,7 +135,7 @@ static nic_status gradcam(nic_slidemodel *m, nic_ctx *ctx, sm_data *d, int targe
         for (int f = 0; f < F; f++) v += alpha[f] * A.data[f * plane + q];
         cam[q] = v > 0 ? (float)v : 0.0f;
       }
-      /* the block has stride 2: cell (y, x) of the crop is map (y/2, x/2) */
+      /* the map may be coarser than the crop (the NIC CNN's first block has stride 2) */
       for (int64_t k = 0; k < s->n; k++) {
         int i = s->cell[k] / W, j = s->cell[k] % W, y0 = i - cr.y0, x0 = j - cr.x0;
         if (y0 < 0 || y0 >= R || x0 < 0 || x0 >= R) continue;
@@ -186,8 +187,8 @@ nic_status nic_sm_heatmap(nic_slidemodel *m, nic_ctx *ctx, const char *path, int
   if (st == NIC_OK && !(v = malloc(sizeof(float) * (size_t)d.s[0].H * (size_t)d.s[0].W)))
     st = nic_err(err, NIC_ENOMEM, "out of memory for the heatmap");
   if (st == NIC_OK)
-    st =
-        m->kind == NIC_SM_CNN ? gradcam(m, ctx, &d, target, v, err) : attention(m, ctx, &d, v, err);
+    st = m->kind != NIC_SM_ABMIL ? gradcam(m, ctx, &d, target, v, err)
+                                 : attention(m, ctx, &d, v, err);
   if (st == NIC_OK) {
     *values = v;
     *grid_h = d.s[0].H;

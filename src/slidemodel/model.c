@@ -14,14 +14,14 @@
  * does not depend on anything but the model and the slide. */
 #define SM_PREDICT_BATCH_BYTES ((int64_t)256 << 20)
 
-static const char *const kind_names[] = {"nic", "abmil"};
+static const char *const kind_names[] = {"nic", "abmil", "cluster"};
 
 const char *nic_sm_kind_name(nic_sm_kind k) {
-  return (unsigned)k < 2 ? kind_names[k] : "unknown";
+  return (unsigned)k < 3 ? kind_names[k] : "unknown";
 }
 
 nic_status nic_sm_kind_from_name(const char *name, nic_sm_kind *k, nic_error *err) {
-  for (int i = 0; name && i < 2; i++)
+  for (int i = 0; name && i < 3; i++)
     if (!strcmp(name, kind_names[i])) {
       *k = (nic_sm_kind)i;
       return NIC_OK;
@@ -30,7 +30,7 @@ nic_status nic_sm_kind_from_name(const char *name, nic_sm_kind *k, nic_error *er
     *k = NIC_SM_CNN;
     return NIC_OK;
   }
-  return nic_err(err, NIC_EINVAL, "unknown model '%s' (expected nic or abmil)",
+  return nic_err(err, NIC_EINVAL, "unknown model '%s' (expected nic, abmil or cluster)",
                  name ? name : "(null)");
 }
 
@@ -45,6 +45,8 @@ nic_sm_opts nic_sm_default_opts(void) {
   o.attn_dim = 128;
   o.pool = -1;
   o.dropout = 0.2f;
+  o.scores = 1;
+  o.smooth = 3;
   o.epochs = 60;
   o.batch = 0;
   o.lr = 0;
@@ -118,7 +120,10 @@ nic_status sm_model_new(nic_slidemodel **out, const nic_cohort *c, const nic_sm_
   }
   m->nout = m->K ? m->K : 1;
   m->crop = o->crop;
-  m->filters = o->filters;
+  /* the cluster detector: at least one score map per class for multiclass */
+  int scores = c->task == NIC_TASK_MULTICLASS && o->scores < m->K ? m->K : o->scores;
+  m->filters = o->kind == NIC_SM_CLUSTER ? scores : o->filters;
+  m->smooth = o->kind == NIC_SM_CLUSTER ? o->smooth : 0;
   m->strided = o->strided;
   m->hidden = o->hidden;
   m->attn_dim = o->attn_dim;
@@ -154,7 +159,7 @@ int nic_sm_embed_dim(const nic_slidemodel *m) {
   return m->C;
 }
 int nic_sm_crop(const nic_slidemodel *m) {
-  return m->kind == NIC_SM_CNN ? m->crop : 0;
+  return m->kind != NIC_SM_ABMIL ? m->crop : 0;
 }
 int nic_sm_best_epoch(const nic_slidemodel *m) {
   return m->best_epoch;
@@ -182,6 +187,8 @@ nic_status nic_sm_save(nic_slidemodel *m, const char *path, nic_error *err) {
   json_object_object_add(o, "crop", json_object_new_int(m->crop));
   json_object_object_add(o, "filters", json_object_new_int(m->filters));
   json_object_object_add(o, "strided", json_object_new_int(m->strided));
+  if (m->kind == NIC_SM_CLUSTER)
+    json_object_object_add(o, "smooth", json_object_new_int(m->smooth));
   json_object_object_add(o, "hidden", json_object_new_int(m->hidden));
   json_object_object_add(o, "attn_dim", json_object_new_int(m->attn_dim));
   json_object_object_add(o, "pool",
@@ -242,7 +249,7 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
   int64_t C = 0, crop = 0, filters = 0, hidden = 0, attn = 0, tc = 0, best = -1, seed = 0;
   /* absent from files older than the options: the paper's six stride-2
    * blocks, and uncentred survival risks */
-  int64_t strided = 6;
+  int64_t strided = 6, smooth = 0;
   double ym = 0, ysd = 1, dropout = 0, roff = 0;
   int ordinal = 0, use_or = 0;
   json_object *cl = NULL;
@@ -253,6 +260,8 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
       nic_json_get_int(o, "filters", 0, 1 << 20, &filters) ||
       (json_object_object_get_ex(o, "strided", NULL) &&
        nic_json_get_int(o, "strided", 0, 8, &strided)) ||
+      (json_object_object_get_ex(o, "smooth", NULL) &&
+       nic_json_get_int(o, "smooth", 1, 1 << 10, &smooth)) ||
       nic_json_get_int(o, "hidden", 0, 1 << 20, &hidden) ||
       nic_json_get_int(o, "attn_dim", 0, 1 << 20, &attn) ||
       nic_json_get_int(o, "test_crops", 1, 1 << 20, &tc) ||
@@ -297,6 +306,9 @@ static nic_status parse_meta(nic_slidemodel *m, const char *path, nic_error *err
     m->crop = (int)crop;
     m->filters = (int)filters;
     m->strided = (int)strided;
+    m->smooth = (int)smooth;
+    if (m->kind == NIC_SM_CLUSTER && m->smooth < 1)
+      st = nic_err(err, NIC_EFORMAT, "%s: a cluster model without 'smooth'", path);
     m->hidden = (int)hidden;
     m->attn_dim = (int)attn;
     m->pool = !strcmp(pool, "max") ? NIC_POOL_MAX : NIC_POOL_AVG;
@@ -335,7 +347,12 @@ static nic_status check_net(nic_slidemodel *m, const char *path, nic_error *err)
                    "%dx%dx%d and %d",
                    path, (long long)in[1], (long long)in[2], (long long)in[3], (long long)out[1],
                    m->C, m->crop, m->crop, m->nout);
-  if (sm_cnn_cam_node(m->net) < 0 || !nic_model_param(m->net, "bn1.gamma"))
+  if (m->kind == NIC_SM_CLUSTER &&
+      (sm_cnn_cam_node(m->net) < 0 || !nic_model_param(m->net, "conv1.weight") ||
+       nic_model_param(m->net, "conv1.weight")->value.shape[0] != m->filters))
+    return nic_err(err, NIC_EFORMAT, "%s: not a cluster model of %d score maps", path, m->filters);
+  if (m->kind == NIC_SM_CNN &&
+      (sm_cnn_cam_node(m->net) < 0 || !nic_model_param(m->net, "bn1.gamma")))
     return nic_err(err, NIC_EFORMAT, "%s: not a NIC slide CNN", path);
   return NIC_OK;
 }
@@ -447,8 +464,8 @@ nic_status sm_model_predict(nic_slidemodel *m, nic_ctx *ctx, sm_data *d, int i, 
                             nic_error *err) {
   double acc[SM_ABMIL_MAX_DIM] = {0};
   int count = m->test_crops;
-  nic_status st = m->kind == NIC_SM_CNN ? predict_cnn(m, ctx, d, i, acc, err)
-                                        : predict_abmil(m, ctx, d, i, acc, &count, err);
+  nic_status st = m->kind != NIC_SM_ABMIL ? predict_cnn(m, ctx, d, i, acc, err)
+                                          : predict_abmil(m, ctx, d, i, acc, &count, err);
   if (st != NIC_OK) return st;
   for (int c = 0; c < m->nout; c++) acc[c] /= count;
   if (m->task == NIC_TASK_BINARY)

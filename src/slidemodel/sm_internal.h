@@ -145,6 +145,7 @@ typedef struct sm_cnn_arch {
   nic_pool_kind pool;
   int strided; /* blocks with stride 2, from the first */
   float dropout;
+  int smooth; /* > 0: the cluster detector (filters = score maps) instead of the NIC CNN */
 } sm_cnn_arch;
 
 /* Builds the CNN (explain = 0), or its Grad-CAM twin (explain = 1): the
@@ -208,6 +209,7 @@ struct nic_slidemodel {
   char **class_names; /* K */
   int ordinal;
   int crop, filters, strided, hidden, attn_dim, pool, test_crops, use_or;
+  int smooth; /* cluster: mean filter side (filters = score maps); 0 otherwise */
   float dropout;
   float *mean, *istd;  /* C: feature standardisation */
   double y_mean, y_sd; /* regression target scaling */

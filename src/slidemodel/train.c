@@ -74,9 +74,33 @@ static const nic_cohort_slide *entry(const trainer *t, int local) {
 
 /* ---- setup ------------------------------------------------------------------ */
 
+/* The cluster detector's output starts increasing in its pooled scores:
+ * class 1 (binary), class f mod K (multiclass) or the value (regression,
+ * survival) rises with score map f. With a zero start, gradient descent
+ * picks the sign from the first batches, and "a positive slide has no
+ * high score" is a dead end for a max over cells (seeds 2 and 3 of the
+ * mosaic cohort ended near AUC 0.6 that way). */
+static void cluster_output_init(nic_slidemodel *m) {
+  nic_tensor *w = &nic_model_param(m->net, "out.weight")->value;
+  int F = m->filters, K = m->nout;
+  for (int c = 0; c < K; c++)
+    for (int f = 0; f < F; f++) {
+      float v = m->task == NIC_TASK_BINARY       ? (c == 1 ? 1.0f : 0.0f)
+                : m->task == NIC_TASK_MULTICLASS ? (f % K == c ? 1.0f : 0.0f)
+                                                 : 1.0f / (float)F;
+      w->data[(int64_t)c * F + f] = v;
+    }
+}
+
 static nic_status check_opts(const nic_sm_opts *o, nic_error *err) {
-  if (o->kind != NIC_SM_CNN && o->kind != NIC_SM_ABMIL)
+  if (o->kind != NIC_SM_CNN && o->kind != NIC_SM_ABMIL && o->kind != NIC_SM_CLUSTER)
     return nic_err(err, NIC_EINVAL, "unknown model kind %d", (int)o->kind);
+  if (o->kind == NIC_SM_CLUSTER &&
+      (o->crop < 1 || o->scores < 1 || o->smooth < 1 || o->smooth % 2 == 0 || o->smooth > 63))
+    return nic_err(err, NIC_EINVAL,
+                   "cluster model: crop and score maps must be >= 1, smooth odd in [1, 63] "
+                   "(got %d, %d, %d)",
+                   o->crop, o->scores, o->smooth);
   if (o->epochs < 1) return nic_err(err, NIC_EINVAL, "epochs must be >= 1, got %d", o->epochs);
   if (o->batch < 0 || (o->kind == NIC_SM_CNN && o->batch == 1))
     return nic_err(err, NIC_EINVAL, "batch must be >= 2 for the CNN (batch norm), got %d",
@@ -191,7 +215,7 @@ static nic_status make_model(trainer *t, nic_error *err) {
   /* the context's stream drives initialisation and dropout: seed it */
   nic_rng_seed(nic_ctx_rng(t->ctx), sm_mix(o->seed ^ 0x5eedull));
   nic_rng_seed(&t->rng, sm_mix(o->seed ^ 0xba7c4ull));
-  if (o->kind == NIC_SM_CNN) {
+  if (o->kind != NIC_SM_ABMIL) {
     int side = 1;
     for (int i = 0; i < t->d.n; i++) {
       if (t->d.s[i].H > side) side = t->d.s[i].H;
@@ -201,18 +225,20 @@ static nic_status make_model(trainer *t, nic_error *err) {
     m->crop = fit < o->crop ? fit : o->crop;
     sm_cnn_arch a = {.C = C,
                      .R = m->crop,
-                     .filters = o->filters,
+                     .filters = m->filters,
                      .hidden = o->hidden,
                      .nout = m->nout,
                      .pool = (nic_pool_kind)m->pool,
                      .strided = m->strided,
-                     .dropout = o->dropout};
+                     .dropout = o->dropout,
+                     .smooth = m->smooth};
     st = sm_cnn_build(&m->net, &a, 0, err);
     if (st == NIC_OK) st = nic_model_init_params(m->net, t->ctx, err);
     /* the output layer starts at zero: every class equally likely, and no
      * random initial logits for the deep, narrow network to unlearn (it
      * finds small lesions much sooner) */
     if (st == NIC_OK) nic_tensor_zero(&nic_model_param(m->net, "out.weight")->value);
+    if (st == NIC_OK && m->kind == NIC_SM_CLUSTER) cluster_output_init(m);
   } else {
     m->crop = 0;
     st = sm_abmil_build(&m->net, C, o->hidden, o->attn_dim, m->nout, t->ctx, err);
@@ -220,7 +246,10 @@ static nic_status make_model(trainer *t, nic_error *err) {
     m->ab.threads = nic_ctx_threads(t->ctx);
   }
   if (st != NIC_OK) return st;
-  float lr = o->lr > 0 ? o->lr : o->kind == NIC_SM_CNN ? 1e-3f : 2e-4f;
+  float lr = o->lr > 0                   ? o->lr
+             : o->kind == NIC_SM_CNN     ? 1e-3f
+             : o->kind == NIC_SM_CLUSTER ? 1e-2f
+                                         : 2e-4f;
   nic_opt_config oc = nic_opt_default(NIC_OPT_ADAM, lr);
   oc.weight_decay = o->weight_decay;
   oc.clip_norm = 5.0f; /* a bad batch must not wreck a small model */
@@ -522,7 +551,7 @@ static nic_status run(trainer *t, int fold, int folds, nic_error *err) {
     p.val_metric = p.val_loss = NAN;
     for (int s = 0; s < steps && st == NIC_OK; s++) {
       float loss = 0;
-      st = o->kind == NIC_SM_CNN ? cnn_step(t, &loss, err) : abmil_step(t, &loss, err);
+      st = o->kind != NIC_SM_ABMIL ? cnn_step(t, &loss, err) : abmil_step(t, &loss, err);
       sum += loss;
       p.step = s + 1;
       p.loss = sum / (s + 1);
@@ -573,7 +602,7 @@ nic_status sm_train_fold(nic_slidemodel **out, nic_ctx *ctx, const nic_cohort *c
   t.o = o;
   t.out = (nic_tensor)NIC_TENSOR_INIT;
   t.grad = (nic_tensor)NIC_TENSOR_INIT;
-  t.B = o->batch > 0 ? o->batch : o->kind == NIC_SM_CNN ? 16 : 8;
+  t.B = o->batch > 0 ? o->batch : o->kind != NIC_SM_ABMIL ? 16 : 8;
   st = setup(&t, f, err);
   if (st == NIC_OK) st = make_model(&t, err);
   if (st == NIC_OK) st = alloc_batch(&t, err);
