@@ -136,9 +136,10 @@ int main(int argc, char **argv) {
       }
       x[at] = rows[j].x, y[at] = rows[j].y, lo[at] = rows[j].lo, hi[at] = rows[j].hi;
     }
-    const char *label = !strcmp(rows[i].model, "nic")     ? "NIC slide CNN"
-                        : !strcmp(rows[i].model, "abmil") ? "ABMIL"
-                                                          : rows[i].model;
+    const char *label = !strcmp(rows[i].model, "nic")       ? "NIC slide CNN"
+                        : !strcmp(rows[i].model, "abmil")   ? "ABMIL"
+                        : !strcmp(rows[i].model, "cluster") ? "cluster detector"
+                                                            : rows[i].model;
     nic_series s = {
         .x = x, .y = y, .n = n, .ylo = lo, .yhi = hi, .label = label, .marker = marks[nd % 3]};
     st = nic_plot_add(p, &s, &err);

@@ -26,6 +26,9 @@
 # cluster sizes, "1 2 4 8 16"), JOBS (sweep cohorts run at once, 1; with
 # JOBS=2 THREADS=1 two cohorts share 2 cores better than one with 2 threads).
 #
+# Models: the NIC slide CNN, ABMIL and the cluster detector (nic train --model
+# cluster), on the same folds.
+#
 # Cohorts (docs/slidemodel.md, "Benchmarks"):
 #   mosaic-4-8       80 pseudo-slides from PCam's valid split (nic simulate
 #                    mosaic), 40 positive with one cluster of 4-8 tumour
@@ -100,6 +103,7 @@ EPOCHS=${EPOCHS:-60}
 PATIENCE=${PATIENCE:-20}
 CNN_OPTS=(--model nic)
 ABMIL_OPTS=(--model abmil)
+CLUSTER_OPTS=(--model cluster)
 # Cells of 64 um (PCam patches cropped to their central 66 px): one cell is one encoder patch,
 # so compress's grid matches the cells, as the probe's geometry does.
 MOSAIC_OPTS=(--cell-um 64)
@@ -108,6 +112,7 @@ MOSAIC_OPTS=(--cell-um 64)
 # cluster's region; two keep 8 x 8 regions (mosaic-4-8, bundled encoder, 5 folds: AUC 0.55
 # with 6, 0.62 with 3, 0.66 with 2; docs/benchmarks.md).
 MOSAIC_CNN_OPTS=(--crop 32 --strided 2)
+MOSAIC_CLUSTER_OPTS=(--crop 32)
 if [ "$QUICK" = 1 ]; then # tiny everything: checks the plumbing, not the models
   SLIDES=10
   FOLDS=2
@@ -118,6 +123,7 @@ if [ "$QUICK" = 1 ]; then # tiny everything: checks the plumbing, not the models
   MOSAIC_OPTS+=(--tissue-patches 60)
   CNN_OPTS+=(--steps 2 --test-crops 2)
   ABMIL_OPTS+=(--steps 2 --test-crops 2)
+  CLUSTER_OPTS+=(--steps 2 --test-crops 2)
 fi
 TRAIN_OPTS=(--epochs "$EPOCHS" --patience "$PATIENCE" --quiet)
 [ -n "${THREADS:-}" ] && TRAIN_OPTS+=(--threads "$THREADS")
@@ -138,14 +144,21 @@ compress() {
   touch "$dst/.done"
 }
 
-# Trains model $4 (nic|abmil) on features $2 with labels $3, task $5, into run dir $6;
-# appends a results row for cohort $1 with cluster size $7. ABMIL reuses the CNN's folds
-# ($8: the CNN's run dir).
+# Trains model $4 (nic|abmil|cluster) on features $2 with labels $3, task $5, into run dir
+# $6; appends a results row for cohort $1 with cluster size $7. ABMIL and the cluster
+# detector reuse the CNN's folds ($8: the CNN's run dir).
 train() {
   local cohort=$1 feats=$2 labels=$3 model=$4 task=$5 run=$6 csize=$7 splits=${8:-}
   local opts=("${TRAIN_OPTS[@]}")
-  if [ "$model" = nic ]; then opts+=("${CNN_OPTS[@]}"); else opts+=("${ABMIL_OPTS[@]}"); fi
-  if [ "$model" = nic ] && [ "${cohort#mosaic}" != "$cohort" ]; then opts+=("${MOSAIC_CNN_OPTS[@]}"); fi
+  case $model in
+  nic) opts+=("${CNN_OPTS[@]}") ;;
+  abmil) opts+=("${ABMIL_OPTS[@]}") ;;
+  cluster) opts+=("${CLUSTER_OPTS[@]}") ;;
+  esac
+  if [ "${cohort#mosaic}" != "$cohort" ]; then
+    [ "$model" = nic ] && opts+=("${MOSAIC_CNN_OPTS[@]}")
+    [ "$model" = cluster ] && opts+=("${MOSAIC_CLUSTER_OPTS[@]}")
+  fi
   if [ -n "$splits" ]; then opts+=(--splits "$splits"); else opts+=(--folds "$FOLDS"); fi
   if [ ! -f "$run/metrics.json" ]; then
     log "training $model ($task) on $cohort"
@@ -183,6 +196,7 @@ mosaic_cohort() {
   compress "$dir/slides" "$dir/features" "$ORIENT"
   train "$name" "$dir/features" "$dir/slides/labels.csv" nic binary "$dir/run-nic" "$csize"
   train "$name" "$dir/features" "$dir/slides/labels.csv" abmil binary "$dir/run-abmil" "$csize" "$dir/run-nic"
+  train "$name" "$dir/features" "$dir/slides/labels.csv" cluster binary "$dir/run-cluster" "$csize" "$dir/run-nic"
 }
 
 T0=$SECONDS
@@ -224,6 +238,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = histo ]; then
   for task in regression survival; do
     train "histo-$task" "$dir/features" "$dir/$task.csv" nic "$task" "$dir/run-$task-nic" -
     train "histo-$task" "$dir/features" "$dir/$task.csv" abmil "$task" "$dir/run-$task-abmil" - "$dir/run-$task-nic"
+    train "histo-$task" "$dir/features" "$dir/$task.csv" cluster "$task" "$dir/run-$task-cluster" - "$dir/run-$task-nic"
   done
 fi
 
@@ -237,7 +252,7 @@ fi
   echo "| cohort | cluster size | model | metric | mean +- sd | pooled [95% CI] | slides | train s |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   tail -n +2 "$RESULTS" | sort -t, -s -k1,1V | awk -F, '{
-    printf "| %s | %s | %s | %s | %s +- %s | %s [%s, %s] | %s | %s |\n", $1, $2, ($3 == "nic" ? "NIC CNN" : "ABMIL"), $5, $6, $7, $8, $9, $10, $11, $13 }'
+    printf "| %s | %s | %s | %s | %s +- %s | %s [%s, %s] | %s | %s |\n", $1, $2, ($3 == "nic" ? "NIC CNN" : $3 == "abmil" ? "ABMIL" : "cluster detector"), $5, $6, $7, $8, $9, $10, $11, $13 }'
   echo
   echo "Total $((SECONDS - T0)) s in this run (steps already done were skipped)."
 } > "$OUT/results.md"
