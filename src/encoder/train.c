@@ -220,6 +220,23 @@ static nic_status make_loaders(enc_run *r, nic_error *err) {
   return NIC_OK;
 }
 
+/* Appends model m's parameters to out (when non-NULL) from index n; returns
+ * the new count. */
+static int append_params(nic_param **out, int n, nic_model *m) {
+  int np;
+  nic_param **ps = nic_model_params(m, &np);
+  for (int i = 0; out && i < np; i++) out[n + i] = ps[i];
+  return n + np;
+}
+
+int enc_all_params(const enc_run *r, nic_param **out) {
+  int n = append_params(out, 0, r->trunk);
+  for (int i = 0; i < r->nt; i++)
+    if (r->t[i].head) n = append_params(out, n, r->t[i].head);
+  if (r->shared) n = append_params(out, n, r->shared);
+  return n;
+}
+
 static nic_status alloc_batch(enc_run *r, nic_error *err) {
   int B = r->o->batch;
   r->cap = r->o->objective == NIC_ENC_CONTRASTIVE ? 2 * B : B;
@@ -230,18 +247,7 @@ static nic_status alloc_batch(enc_run *r, nic_error *err) {
   r->label = malloc(sizeof *r->label * cap);
   r->value = malloc(sizeof *r->value * cap);
   r->mask = malloc(sizeof *r->mask * cap * (size_t)r->nt);
-  int np = 0, total = 0;
-  nic_model_params(r->trunk, &np);
-  total = np;
-  for (int i = 0; i < r->nt; i++)
-    if (r->t[i].head) {
-      nic_model_params(r->t[i].head, &np);
-      total += np;
-    }
-  if (r->shared) {
-    nic_model_params(r->shared, &np);
-    total += np;
-  }
+  int total = enc_all_params(r, NULL);
   r->params = malloc(sizeof *r->params * (size_t)total);
   r->cap_params = total;
   if (!r->pix || (r->o->objective == NIC_ENC_CONTRASTIVE && !r->raw) || !r->task_of || !r->label ||

@@ -22,34 +22,13 @@
 #include "encoder/train_internal.h"
 #include "nic/features.h"
 
-static void add_models(enc_run *r, nic_model *m) {
-  int np;
-  nic_param **ps = nic_model_params(m, &np);
-  for (int i = 0; i < np; i++) r->ema_p[r->ema_n++] = ps[i];
-}
-
 nic_status enc_ema_setup(enc_run *r, nic_error *err) {
   if (!(r->o->ema > 0)) return NIC_OK;
-  int total = 0, np = 0;
-  nic_model_params(r->trunk, &np);
-  total += np;
-  for (int i = 0; i < r->nt; i++)
-    if (r->t[i].head) {
-      nic_model_params(r->t[i].head, &np);
-      total += np;
-    }
-  if (r->shared) {
-    nic_model_params(r->shared, &np);
-    total += np;
-  }
+  int total = enc_all_params(r, NULL);
   r->ema_p = calloc((size_t)total, sizeof *r->ema_p);
   r->ema_v = calloc((size_t)total, sizeof *r->ema_v);
   if (!r->ema_p || !r->ema_v) return nic_err(err, NIC_ENOMEM, "out of memory for EMA weights");
-  r->ema_n = 0;
-  add_models(r, r->trunk);
-  for (int i = 0; i < r->nt; i++)
-    if (r->t[i].head) add_models(r, r->t[i].head);
-  if (r->shared) add_models(r, r->shared);
+  r->ema_n = enc_all_params(r, r->ema_p);
   for (int i = 0; i < r->ema_n; i++) {
     size_t n = (size_t)nic_tensor_numel(&r->ema_p[i]->value);
     if (!(r->ema_v[i] = malloc(sizeof(float) * (n ? n : 1))))

@@ -123,6 +123,12 @@ double enc_monitor_value(const enc_run *r, int *higher_better);
 /* Checks a monitor name ("loss" or "TASK.METRIC") against the tasks. */
 nic_status enc_monitor_check(const enc_run *r, nic_error *err);
 
+/* ---- train.c ---- */
+
+/* Every parameter of the run: trunk, then the task heads, then the shared
+ * head. Fills out when it is non-NULL; returns how many there are. */
+int enc_all_params(const enc_run *r, nic_param **out);
+
 /* ---- train_ema.c ---- */
 
 /* Allocates the averages (when o->ema > 0) as copies of the current

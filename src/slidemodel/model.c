@@ -347,9 +347,9 @@ static nic_status check_net(nic_slidemodel *m, const char *path, nic_error *err)
                    "%dx%dx%d and %d",
                    path, (long long)in[1], (long long)in[2], (long long)in[3], (long long)out[1],
                    m->C, m->crop, m->crop, m->nout);
+  const nic_param *score = nic_model_param(m->net, "conv1.weight");
   if (m->kind == NIC_SM_CLUSTER &&
-      (sm_cnn_cam_node(m->net) < 0 || !nic_model_param(m->net, "conv1.weight") ||
-       nic_model_param(m->net, "conv1.weight")->value.shape[0] != m->filters))
+      (sm_cnn_cam_node(m->net) < 0 || !score || score->value.shape[0] != m->filters))
     return nic_err(err, NIC_EFORMAT, "%s: not a cluster model of %d score maps", path, m->filters);
   if (m->kind == NIC_SM_CNN &&
       (sm_cnn_cam_node(m->net) < 0 || !nic_model_param(m->net, "bn1.gamma")))
