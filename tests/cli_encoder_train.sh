@@ -101,6 +101,32 @@ expect 1 encoder train --task "tissue=$D/tissue.csv" -o "$M" --resume --progress
 grep -q "different run" "$TMP/out" || fail "resuming other tasks: $(cat "$TMP/out")"
 ok "--resume"
 
+# ---- a soup: two runs averaged, then one epoch at lr 0 writes the encoder --------------------------
+M2="$TMP/enc2.safetensors"
+expect 0 encoder train --task "tissue=$D/tissue.csv,mpp=0.5" --task "nuclei=$D/nuclei.csv,kind=regression,weight=0.5,holdout=0.25" \
+  -o "$M2" --batch 16 --steps-per-epoch 3 --progress none --seed 4 --epochs 1 --ema 0.9
+expect 0 encoder average "$M.ckpt.safetensors" "$M2.ckpt.safetensors" -o "$TMP/soup.safetensors"
+grep -q "the mean of 2 model files (1 contributed a moving average)" "$TMP/out" ||
+  { cat "$TMP/out"; fail "average: summary line"; }
+expect 0 encoder info "$TMP/soup.safetensors"
+grep -q "averaged_from" "$TMP/out" || fail "the soup does not name its inputs"
+expect 0 encoder train --task "tissue=$D/tissue.csv,mpp=0.5" --task "nuclei=$D/nuclei.csv,kind=regression,weight=0.5,holdout=0.25" \
+  -o "$TMP/soup-enc.safetensors" --batch 16 --steps-per-epoch 3 --progress none --epochs 1 \
+  --lr 0 --schedule constant --init "$TMP/soup.safetensors"
+grep -q "the trunk and 2 of 2 task heads" "$TMP/out" || { cat "$TMP/out"; fail "the soup's heads"; }
+expect 0 encoder average "$M" "$M2" -o "$TMP/soup-trunk.safetensors" --live
+expect 0 encoder embed --model "$TMP/soup-trunk.safetensors" "$D/patches/$(ls "$D/patches" | head -n 1)"
+"$NIC_BIN" encoder average -h >"$TMP/h" 2>&1 || fail "average -h exits non-zero"
+for w in --output --live "model soup"; do grep -q -- "$w" "$TMP/h" || fail "average -h does not explain $w"; done
+"$NIC_BIN" encoder -h 2>&1 | grep -q average || fail "nic encoder -h does not mention average"
+expect 2 encoder average "$M"
+expect 2 encoder average -o "$TMP/x.safetensors"
+expect 1 encoder average "$M" "$M.ckpt.safetensors" -o "$TMP/x.safetensors"
+grep -q "not the same model" "$TMP/out" || fail "average of different models: $(cat "$TMP/out")"
+expect 1 encoder average "$M" "$TMP/none.safetensors" -o "$TMP/x.safetensors"
+grep -q "none.safetensors" "$TMP/out" || fail "average: a missing input is not named"
+ok "average (model soup) and --init from it"
+
 # ---- an unreadable patch is reported and skipped ------------------------------------------------
 B="$TMP/broken"
 mkdir -p "$B"

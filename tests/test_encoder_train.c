@@ -887,6 +887,119 @@ static double now_s(void) {
     printf("     (%.1f s)\n", now_s() - _t);                                                       \
   } while (0)
 
+/* Worst relative difference between got[i] and (x[i] + y[i]) / 2. */
+static double mean_error(const float *got, const float *x, const float *y, int64_t n) {
+  double worst = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double want = 0.5 * ((double)x[i] + (double)y[i]);
+    worst = fmax(worst, fabs(got[i] - want) / (1e-6 + fabs(want)));
+  }
+  return worst;
+}
+
+/* nic_enc_average: the mean of two checkpoints (the moving average of the
+ * one that has it, or the live weights), of two encoders, a single
+ * checkpoint's average, the metadata, --init with the result, bad inputs. */
+static void test_average(void) {
+  char a[600], b[600], soup[600], live[600], enc[600], one[600], spec1[600], spec2[600];
+  char cka[700], ckb[700], c[600], log[4096] = "";
+  snprintf(a, sizeof a, "%s/aa.safetensors", tmp);
+  snprintf(b, sizeof b, "%s/ab.safetensors", tmp);
+  snprintf(c, sizeof c, "%s/ac.safetensors", tmp);
+  snprintf(soup, sizeof soup, "%s/soup.safetensors", tmp);
+  snprintf(live, sizeof live, "%s/soup-live.safetensors", tmp);
+  snprintf(enc, sizeof enc, "%s/soup-enc.safetensors", tmp);
+  snprintf(one, sizeof one, "%s/soup-one.safetensors", tmp);
+  snprintf(spec1, sizeof spec1, "colour=%s,max-train=16,max-valid=8", colour_dir);
+  snprintf(spec2, sizeof spec2, "texture=%s,max-train=16,max-valid=8", texture_dir);
+  nic_enc_task t[2] = {task(spec1), task(spec2)};
+  nic_ctx *ctx = nic_test_ctx(1);
+  nic_error err = {0};
+  nic_enc_train_opts o = quick_opts(a);
+  o.batch = 8;
+  o.epochs = 1;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  o.output = b;
+  o.seed = 2;
+  o.ema = 0.5f;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  nic_enc_checkpoint_path(a, cka, sizeof cka);
+  nic_enc_checkpoint_path(b, ckb, sizeof ckb);
+  int ema = -1;
+  const char *cks[] = {cka, ckb}, *encs[] = {a, b};
+  CHECK_OK(nic_enc_average(cks, 2, 0, soup, &ema, &err));
+  CHECK(ema == 1); /* b's moving average; a has none */
+  CHECK_OK(nic_enc_average(cks, 2, 1, live, &ema, &err));
+  CHECK(ema == 0);
+  CHECK_OK(nic_enc_average(encs, 2, 0, enc, &ema, &err));
+  CHECK(ema == 0);
+  CHECK_OK(nic_enc_average(cks + 1, 1, 0, one, &ema, &err));
+  CHECK(ema == 1);
+  /* a trunk weight, batch-norm statistics and a head weight */
+  const char *names[] = {"conv1.weight", "bn2.running_var", "head_colour_out.weight"};
+  for (int k = 0; k < 3; k++) {
+    char ename[200];
+    snprintf(ename, sizeof ename, "optim/%s/e", names[k]);
+    int64_t na = 0, nb = 0, ne = 0, ns = 0, nl = 0, no = 0;
+    float *wa = file_param(cka, names[k], &na), *wb = file_param(ckb, names[k], &nb);
+    float *eb = file_param(ckb, ename, &ne), *ws = file_param(soup, names[k], &ns);
+    float *wl = file_param(live, names[k], &nl), *wo = file_param(one, names[k], &no);
+    CHECK(wa && wb && eb && ws && wl && wo);
+    CHECK(na == nb && nb == ne && ne == ns && ns == nl && nl == no && na > 0);
+    if (wa && wb && eb && ws && wl && wo && na == nb && nb == ne && ne == ns && ns == nl &&
+        nl == no) {
+      CHECK(mean_error(ws, wa, eb, na) < 1e-6);
+      CHECK(mean_error(wl, wa, wb, na) < 1e-6);
+      CHECK(memcmp(wo, eb, sizeof *wo * (size_t)no) == 0);
+      double apart = 0;
+      for (int64_t i = 0; i < na; i++) apart = fmax(apart, fabs(wa[i] - eb[i]));
+      CHECK(apart > 0); /* the two runs differ, so the mean is a new point */
+    }
+    free(wa), free(wb), free(eb), free(ws), free(wl), free(wo);
+    if (k < 2) { /* the encoders' trunks average alike */
+      float *xa = file_param(a, names[k], &na), *xb = file_param(b, names[k], &nb);
+      float *xe = file_param(enc, names[k], &ne);
+      CHECK(xa && xb && xe && na == nb && nb == ne);
+      if (xa && xb && xe && na == nb && nb == ne) CHECK(mean_error(xe, xa, xb, na) < 1e-6);
+      free(xa), free(xb), free(xe);
+    }
+  }
+  /* the metadata names the inputs, their checksums and the weights taken */
+  nic_model *m = NULL;
+  CHECK_OK(nic_model_load(&m, soup, &err));
+  const char *from = m ? nic_model_get_meta(m, "averaged_from") : NULL;
+  char sha[65];
+  CHECK_OK(nic_features_sha256_file(ckb, sha, &err));
+  CHECK(from && strstr(from, cka) && strstr(from, ckb) && strstr(from, sha));
+  CHECK(from && strstr(from, "moving average") && strstr(from, "stored"));
+  nic_model_free(m);
+  m = NULL;
+  CHECK_OK(nic_model_load(&m, enc, &err)); /* an averaged encoder is an encoder */
+  nic_model_free(m);
+  /* the soup starts a run with its heads */
+  o = quick_opts(c);
+  o.batch = 8;
+  o.epochs = 1;
+  o.steps_per_epoch = 1;
+  o.init = soup;
+  o.log = keep_log;
+  o.user = log;
+  CHECK_OK(nic_encoder_train(ctx, t, 2, &o, &err));
+  CHECK(strstr(log, "the trunk and 2 of 2 task heads") != NULL);
+  /* refused: different models, a missing file, no input */
+  const char *mixed[] = {a, cka};
+  err = (nic_error){0};
+  CHECK(nic_enc_average(mixed, 2, 0, one, NULL, &err) == NIC_EFORMAT);
+  CHECK(strstr(err.msg, cka) && strstr(err.msg, "not the same model"));
+  snprintf(spec1, sizeof spec1, "%s/no-such.safetensors", tmp);
+  const char *missing[] = {a, spec1};
+  err = (nic_error){0};
+  CHECK(nic_enc_average(missing, 2, 0, one, NULL, &err) != NIC_OK && strstr(err.msg, spec1));
+  err = (nic_error){0};
+  CHECK(nic_enc_average(encs, 0, 0, one, NULL, &err) == NIC_EINVAL);
+  nic_ctx_free(ctx);
+}
+
 int main(void) {
   sanitized = getenv("NIC_SANITIZED") != NULL;
   tmp = nic_test_tmpdir();
@@ -901,6 +1014,7 @@ int main(void) {
   TIMED(test_resume);
   TIMED(test_resume_adam);
   TIMED(test_ema_init);
+  TIMED(test_average);
   TIMED(test_unsupervised);
   return nic_test_finish();
 }

@@ -153,6 +153,20 @@ nic_status nic_encoder_train(nic_ctx *ctx, const nic_enc_task *tasks, int ntasks
 void nic_enc_card_path(const char *output, char *buf, size_t n);
 void nic_enc_checkpoint_path(const char *output, char *buf, size_t n);
 
+/* Uniform weight average of n >= 1 encoders or training checkpoints of one
+ * architecture ("model soup" over runs fine-tuned from one start, or SWA
+ * over the checkpoints of one run): every stored value, batch-norm
+ * statistics included, becomes the mean over the inputs. A checkpoint that
+ * carries a moving average (--ema) contributes that average unless live is
+ * set; optimizer state is not kept. The first input's graph and metadata are
+ * written to out (atomically) with "averaged_from" added: each input's path,
+ * sha256 and which weights were taken. Averaging checkpoints gives a model
+ * file with the trunk and the heads, which --init takes whole. Inputs whose
+ * parameters differ in name or shape are refused. *from_ema (may be NULL)
+ * receives how many inputs contributed their moving average. */
+nic_status nic_enc_average(const char *const *paths, int n, int live, const char *out,
+                           int *from_ema, nic_error *err);
+
 /* NT-Xent (SimCLR's normalised temperature-scaled cross-entropy) on z,
  * 2M x P: rows i and i+M are the two views of one patch. Each row is
  * L2-normalised; row i's loss is -log(exp(s(i,j)/t) / sum_{k != i}

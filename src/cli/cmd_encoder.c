@@ -5,6 +5,7 @@
  *   nic encoder embed --model M [--batch N] [--threads N] [--resize] IMAGE...
  *   nic encoder info M
  *   nic encoder convert IN -o OUT [--dtype f16|bf16|f32]
+ *   nic encoder average IN... -o OUT [--live]
  *   nic encoder train --task NAME=DATASET[,key=value...] ... -o OUT.safetensors
  *   nic encoder probe --model M --train DATASET --test DATASET
  */
@@ -37,6 +38,8 @@ static void usage(FILE *f) {
              "  info     describe a model file: input, layers, parameters, metadata\n"
              "  convert  rewrite a model file with its weights stored as float16 (or\n"
              "           bfloat16, float32): half the size\n"
+             "  average  the mean of the weights of several encoders or training\n"
+             "           checkpoints (model soup, SWA)\n"
              "  train    train an encoder on labelled patch datasets (multitask), or\n"
              "           unsupervised (contrastive, autoencoder)\n"
              "  probe    linear-probe accuracy of an encoder's embeddings on a dataset\n"
@@ -452,6 +455,67 @@ static int cmd_convert(int argc, char **argv) {
   return 0;
 }
 
+/* ---- average ------------------------------------------------------------------- */
+
+static void average_usage(FILE *f) {
+  fprintf(f, "usage: nic encoder average IN... -o OUT [--live]\n"
+             "\n"
+             "Writes the uniform mean of the weights of the model files IN (encoders, or\n"
+             "the training checkpoints `nic encoder train` writes beside them): every\n"
+             "stored value, batch-norm statistics included. Runs fine-tuned from one\n"
+             "starting point (e.g. with --init, other seeds or settings) average into a\n"
+             "network that usually generalises better than each (a \"model soup\"); the\n"
+             "checkpoints of one run average into its SWA weights. All inputs must have\n"
+             "the same parameters (names and shapes). A checkpoint trained with --ema\n"
+             "contributes its moving average, the weights its run validated and wrote.\n"
+             "\n"
+             "The first input's architecture and metadata are kept, with averaged_from\n"
+             "added (each input's path, sha256 and which weights were taken); optimizer\n"
+             "state is not. Averaged checkpoints give a file with the trunk and the task\n"
+             "heads: pass it to `nic encoder train --init` (e.g. one epoch with --lr 0\n"
+             "recomputes the batch-norm statistics and validates it, and writes the\n"
+             "encoder with its card).\n"
+             "\n"
+             "options:\n"
+             "  -o, --output FILE   the model file to write (required; atomically)\n"
+             "      --live          take a checkpoint's live weights, not its moving average\n"
+             "  -h, --help          this text\n");
+}
+
+static int cmd_average(int argc, char **argv) {
+  static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                       {"live", no_argument, NULL, 'l'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *out = NULL;
+  int live = 0, c;
+  while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      out = optarg;
+      break;
+    case 'l':
+      live = 1;
+      break;
+    case 'h':
+      average_usage(stdout);
+      return 0;
+    default:
+      return cli_usage("encoder average", "unknown option");
+    }
+  }
+  int n = argc - optind;
+  if (n < 1) return cli_usage("encoder average", "expected one or more input model files");
+  if (!out) return cli_usage("encoder average", "missing -o OUT.safetensors");
+  nic_error err = {0};
+  int ema = 0;
+  if (nic_enc_average((const char *const *)(argv + optind), n, live, out, &ema, &err) != NIC_OK)
+    return cli_fail(&err);
+  printf("wrote %s: the mean of %d model file%s (%d contributed a moving average)\n", out, n,
+         n == 1 ? "" : "s", ema);
+  return 0;
+}
+
 /* train and probe: see the end of this file */
 static int cmd_train(int argc, char **argv);
 static int cmd_probe(int argc, char **argv);
@@ -473,6 +537,7 @@ int cmd_encoder(int argc, char **argv) {
   if (!strcmp(sub, "embed")) return cmd_embed(argc - 1, argv + 1);
   if (!strcmp(sub, "info")) return cmd_info(argc - 1, argv + 1);
   if (!strcmp(sub, "convert")) return cmd_convert(argc - 1, argv + 1);
+  if (!strcmp(sub, "average")) return cmd_average(argc - 1, argv + 1);
   if (!strcmp(sub, "train")) return cmd_train(argc - 1, argv + 1);
   if (!strcmp(sub, "probe")) return cmd_probe(argc - 1, argv + 1);
   fprintf(stderr, "nic encoder: unknown subcommand '%s'\n\n", sub);
